@@ -1,0 +1,253 @@
+"""The ``echodataflow`` command: validate, plan, run, deploy, status.
+
+Exit codes: 0 success, 1 some product failed, 2 invalid input (one line per
+problem, ``FILE:LINE: key.path: message``), 3 infrastructure unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from echodataflow.exceptions import ConfigError, EchodataflowError, Problem
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Turn raw echosounder files into calibrated, gridded products.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 1, 2, 3
+
+DeploymentFile = Annotated[Path, typer.Argument(help="Deployment YAML file.")]
+LoggingFile = Annotated[
+    Path | None, typer.Option("--logging", "-l", help="Logging YAML file.")
+]
+ServiceName = Annotated[
+    str | None, typer.Option("--service", "-s", help="Service to use.")
+]
+
+
+def _fail(problems: list[Problem]) -> typer.Exit:
+    for problem in problems:
+        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INVALID)
+
+
+def _load(deployment_file: Path, logging_file: Path | None) -> tuple[Any, Any]:
+    from echodataflow.models.load import (
+        check_logging_refs,
+        load_deployment,
+        load_logging,
+    )
+    from echodataflow.models.resolve import resolve_deployment
+
+    problems: list[Problem] = []
+    deployment = logging_config = None
+    try:
+        deployment = load_deployment(deployment_file)
+    except ConfigError as err:
+        problems.extend(err.problems)
+    if logging_file is not None:
+        try:
+            logging_config = load_logging(logging_file)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if deployment is not None and logging_file is not None and logging_config:
+        problems.extend(
+            check_logging_refs(deployment, logging_config, str(deployment_file))
+        )
+    if problems:
+        raise _fail(problems)
+    assert deployment is not None
+    root = str(deployment_file.resolve().parent)
+    return resolve_deployment(deployment, root), logging_config
+
+
+def _pick(deployment: Any, service: str | None) -> Any:
+    try:
+        return deployment.service(service)
+    except KeyError as err:
+        raise _fail([Problem("--service", None, "", str(err.args[0]))]) from err
+
+
+@app.command()
+def validate(deployment_file: DeploymentFile, logging_file: LoggingFile = None) -> None:
+    """Check a deployment (and logging) file, steps and parameters included."""
+    deployment, _ = _load(deployment_file, logging_file)
+    for service in deployment.services:
+        steps = sum(len(stage.tasks) for stage in service.stages)
+        console.print(
+            f"service {service.name}: {len(service.stages)} stage(s), {steps} step(s), "
+            f"pool {service.infrastructure.workpool.name} "
+            f"({service.infrastructure.workpool.type})",
+            highlight=False,
+        )
+    console.print(f"{deployment_file}: valid", highlight=False)
+
+
+@app.command()
+def plan(
+    deployment_file: DeploymentFile,
+    service: ServiceName = None,
+    force: Annotated[
+        bool, typer.Option(help="Plan as if every product were stale.")
+    ] = False,
+) -> None:
+    """Say, for every product, whether a run would make it and why (like make -n)."""
+    from datetime import UTC, datetime
+
+    from echodataflow.deployment.flow import plan_stage
+    from echodataflow.deployment.report import RunContext
+
+    deployment, _ = _load(deployment_file, None)
+    chosen = _pick(deployment, service)
+    context = RunContext(
+        run_id="plan", service=chosen.name, scheduled=datetime.now(UTC), force=force
+    )
+    table = Table("stage", "product", "action", "why")
+    try:
+        for stage in chosen.stages:
+            planned, left_out = plan_stage(stage, context)
+            for p in planned:
+                action = "run" if p.decision.run else "skip"
+                table.add_row(
+                    stage.name, Path(p.job.product_url).name, action, p.decision.why
+                )
+            for path, reason in left_out.items():
+                table.add_row(stage.name, Path(path).name, "left out", reason)
+    except (EchodataflowError, OSError) as err:
+        raise _fail([Problem(str(deployment_file), None, "", str(err))]) from err
+    console.print(table)
+
+
+@app.command()
+def run(
+    deployment_file: DeploymentFile,
+    service: ServiceName = None,
+    logging_file: LoggingFile = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Local Dask workers.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Remake every product.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one service now, in this process, on an embedded Prefect."""
+    deployment, logging_config = _load(deployment_file, logging_file)
+    chosen = _pick(deployment, service)
+    logging_dict = None
+    if logging_config is not None:
+        handler = chosen.logging.handler if chosen.logging else None
+        logging_dict = logging_config.for_service(handler)
+    cluster = chosen.infrastructure.cluster
+    if workers is not None:
+        cluster = cluster.model_copy(update={"type": "local", "workers": workers})
+
+    _embedded_prefect(verbose)
+    report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
+    _print_report(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _embedded_prefect(verbose: bool) -> None:
+    """Set up Prefect's embedded server; runs before Prefect is imported."""
+    defaults = {
+        "PREFECT_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
+        # A first start migrates a fresh SQLite database: it can take half a minute.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def _run_with_progress(
+    service: Any, logging_dict: Any, cluster: Any, force: bool, verbose: bool
+) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from echodataflow.deployment import flow as stage_flows
+    from echodataflow.deployment.service import edf_service
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    )
+    bars: dict[str, Any] = {}
+
+    def started(stage: str, total: int) -> None:
+        bars[stage] = progress.add_task(stage, total=total)
+
+    def done(stage: str, result: Any) -> None:
+        progress.advance(bars[stage])
+
+    if not verbose:
+        for name in ("prefect", "distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    stage_flows.START_LISTENERS.append(started)
+    stage_flows.DONE_LISTENERS.append(done)
+    try:
+        with progress:
+            state = edf_service(
+                service, logging_dict, cluster, force, return_state=True
+            )
+    finally:
+        stage_flows.START_LISTENERS.remove(started)
+        stage_flows.DONE_LISTENERS.remove(done)
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, BaseException):
+        errors.print(f"service {service.name} crashed: {report}", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    return report
+
+
+def _print_report(report: Any) -> None:
+    table = Table(title=f"service {report.service}")
+    for column in ("stage", "product", "status", "seconds", "reason"):
+        table.add_column(column)
+    for stage in report.stages:
+        for result in stage.results:
+            style = {"failed": "red", "written": "green"}.get(result.status, "")
+            table.add_row(
+                stage.stage,
+                result.product,
+                f"[{style}]{result.status}[/]" if style else result.status,
+                f"{result.seconds:.1f}",
+                result.reason,
+            )
+        for path, reason in stage.left_out.items():
+            table.add_row(stage.stage, Path(path).name, "left out", "", reason)
+    console.print(table)
+    console.print(report.summary(), markup=False, highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``echodataflow`` console script."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app()
+    except EchodataflowError as err:
+        errors.print(f"error: {err}", markup=False, highlight=False)
+        sys.exit(EXIT_INVALID)
+
+
+if __name__ == "__main__":
+    main()

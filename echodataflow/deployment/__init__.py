@@ -1,0 +1,1 @@
+"""Deployment engine, service flow, stage flows and source discovery."""

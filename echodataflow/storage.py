@@ -1,0 +1,223 @@
+"""Paths, credentials and atomic writes: the only module that talks to fsspec.
+
+A product is written under a temporary name beside its final place and renamed into
+place last, so a crash never leaves a store under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from echodataflow.exceptions import StorageError
+from echodataflow.models.deployment import StorageOptions
+
+log = logging.getLogger(__name__)
+
+PARTIAL_MARK = ".partial-"
+
+# Prefect block types and the block slug each is saved under.
+_BLOCK_SLUGS = {"AWS": "aws-credentials", "S3Bucket": "s3-bucket"}
+
+
+def resolve_storage_options(options: StorageOptions | None) -> dict[str, Any]:
+    """Turn configured storage options into fsspec keyword arguments.
+
+    Credentials named by a Prefect block are loaded here, inside the run, so they
+    never appear in deployment parameters. The result must not be logged.
+
+    Raises
+    ------
+    StorageError
+        When the named block cannot be loaded.
+    """
+    if options is None:
+        return {}
+    kwargs: dict[str, Any] = dict(options.options)
+    if options.anon:
+        kwargs["anon"] = True
+    if options.endpoint_url:
+        client_kwargs = dict(kwargs.get("client_kwargs", {}))
+        client_kwargs["endpoint_url"] = options.endpoint_url
+        kwargs["client_kwargs"] = client_kwargs
+    if options.block_name and options.block_type:
+        kwargs.update(_block_credentials(options.block_type, options.block_name))
+    return kwargs
+
+
+def _block_credentials(block_type: str, block_name: str) -> dict[str, Any]:
+    from prefect.blocks.core import Block
+
+    slug = f"{_BLOCK_SLUGS[block_type]}/{block_name}"
+    try:
+        block = Block.load(slug)
+    except (ValueError, KeyError, ImportError) as err:
+        raise StorageError(
+            f"cannot load Prefect block {slug!r}: {err}. Create it with "
+            f"`prefect block create {_BLOCK_SLUGS[block_type]}`"
+        ) from err
+    credentials = getattr(block, "credentials", block)
+    values: dict[str, Any] = {}
+    for field, key in (
+        ("aws_access_key_id", "key"),
+        ("aws_secret_access_key", "secret"),
+        ("aws_session_token", "token"),
+    ):
+        value = getattr(credentials, field, None)
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            values[key] = secret() if secret else value
+    return values
+
+
+def filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """Return the fsspec filesystem for ``url`` and the path inside it."""
+    fs, path = url_to_fs(url, **options)
+    return fs, str(path)
+
+
+def is_local(url: str) -> bool:
+    """Return whether ``url`` is on a local or mounted file system."""
+    return "://" not in url or url.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a path or URL."""
+    if "://" in base:
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.join(rest, *parts)}"
+    return posixpath.join(base, *parts)
+
+
+def _with_protocol(fs: Any, path: str) -> str:
+    if isinstance(fs, LocalFileSystem):
+        return str(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return f"{protocol}://{path}"
+
+
+def glob(pattern: str, options: dict[str, Any]) -> list[str]:
+    """Expand a glob (or a plain path) into sorted, de-duplicated full URLs.
+
+    Raises
+    ------
+    StorageError
+        When the location cannot be listed.
+    """
+    try:
+        fs, path = filesystem(pattern, options)
+        matches = (
+            fs.glob(path)
+            if fsspec.core.has_magic(path)
+            else ([path] if fs.exists(path) else [])
+        )
+    except (OSError, ValueError) as err:
+        raise StorageError(f"cannot list {pattern!r}: {err}") from err
+    return sorted({_with_protocol(fs, match) for match in matches})
+
+
+def fingerprint(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Return what identifies a file's content cheaply: size and mtime, or ETag."""
+    fs, path = filesystem(url, options)
+    info = fs.info(path)
+    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified")
+    return {"size": info.get("size"), "stamp": str(stamp)}
+
+
+def exists(url: str, options: dict[str, Any]) -> bool:
+    """Return whether anything exists at ``url``."""
+    fs, path = filesystem(url, options)
+    return bool(fs.exists(path))
+
+
+def remove(url: str, options: dict[str, Any]) -> None:
+    """Remove a file or a store at ``url`` if it exists."""
+    fs, path = filesystem(url, options)
+    if fs.exists(path):
+        log.debug("remove %s", url)
+        fs.rm(path, recursive=True)
+
+
+def read_text(url: str, options: dict[str, Any]) -> str:
+    """Read a small text file."""
+    fs, path = filesystem(url, options)
+    with fs.open(path, "r", encoding="utf-8") as handle:
+        return str(handle.read())
+
+
+def write_text_atomic(url: str, text: str, options: dict[str, Any]) -> None:
+    """Write a small text file so that readers see the old or the new one, whole."""
+    fs, path = filesystem(url, options)
+    parent = posixpath.dirname(path)
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(parent, exist_ok=True)
+        partial = (
+            f"{parent}/.{posixpath.basename(path)}{PARTIAL_MARK}{uuid.uuid4().hex}"
+        )
+        with fs.open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        fs.mv(partial, path)
+    else:
+        # Object stores replace a key in one PUT: there is no half-written object.
+        with fs.open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def commit_store(
+    url: str, write: Callable[[str], None], options: dict[str, Any]
+) -> None:
+    """Write a store through ``write(target)`` and make it visible under ``url`` last.
+
+    On a file system the store is written under a hidden partial name in the same
+    folder and renamed into place. On object storage it is written in place; the
+    ledger record written after it is what marks it done.
+
+    Raises
+    ------
+    StorageError
+        When the store cannot be written or moved into place.
+    """
+    fs, path = filesystem(url, options)
+    if not isinstance(fs, LocalFileSystem):
+        remove(url, options)
+        write(url)
+        return
+    parent, name = posixpath.split(path)
+    fs.makedirs(parent, exist_ok=True)
+    partial = posixpath.join(parent, f".{name}{PARTIAL_MARK}{uuid.uuid4().hex}")
+    try:
+        write(partial)
+        if fs.exists(path):
+            # Move the old store aside first: a rename cannot replace a folder.
+            old = f"{partial}.old"
+            fs.mv(path, old, recursive=True)
+            fs.mv(partial, path, recursive=True)
+            fs.rm(old, recursive=True)
+        else:
+            fs.mv(partial, path, recursive=True)
+    except OSError as err:
+        raise StorageError(f"cannot commit {url!r}: {err}") from err
+    finally:
+        if fs.exists(partial):
+            fs.rm(partial, recursive=True)
+    log.debug("committed %s", url)
+
+
+def remove_partials(folder: str, options: dict[str, Any]) -> int:
+    """Remove stores left half-written by an interrupted run; return how many."""
+    fs, path = filesystem(folder, options)
+    if not fs.exists(path):
+        return 0
+    partials = [
+        p for p in fs.ls(path, detail=False) if PARTIAL_MARK in posixpath.basename(p)
+    ]
+    for partial in partials:
+        fs.rm(partial, recursive=True)
+    return len(partials)

@@ -1,0 +1,217 @@
+"""The echopype step library: open_raw, combine, Sv, depth, location, MVBS, NASC, TS.
+
+Each step is a plain function ``(state, params) -> state`` that calls one echopype
+function with the step's ``task_params``; the pipeline fills in the data arguments
+(raw file, EchoData, Sv dataset). ``STEPS`` registers them, together with the echopype
+function whose signature validates ``task_params`` before any run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+import echopype as ep
+from echopype.calibrate import api as calibrate_api
+from echopype.core import SONAR_MODELS
+
+from echodataflow.tasklib._spec import ChainState, StepSpec
+
+log = logging.getLogger(__name__)
+
+EK80_MODELS = frozenset({"EK80", "ES80", "EA640"})
+
+
+def _require_echodata(state: ChainState, step: str) -> Any:
+    if state.echodata is None:
+        raise ValueError(f"{step} needs EchoData: put edf_open_raw before it")
+    return state.echodata
+
+
+def _require_dataset(state: ChainState, step: str) -> Any:
+    if state.dataset is None:
+        raise ValueError(f"{step} needs an Sv dataset: put edf_compute_Sv before it")
+    return state.dataset
+
+
+def edf_open_raw(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Open one raw file (EK60, EK80, AZFP with its XML, AD2CP) as EchoData."""
+    (source,) = state.sources
+    log.debug("open_raw %s %s", source, params)
+    options = state.storage_options or None
+    # open_raw prints its progress; keep it out of the workers' output.
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        state.echodata = ep.open_raw(raw_file=source, storage_options=options, **params)
+    log.debug("open_raw said: %s", printed.getvalue().strip())
+    state.product = "echodata"
+    return state
+
+
+def edf_open_converted(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Open an EchoData zarr store written by an earlier stage."""
+    (source,) = state.sources
+    state.echodata = ep.open_converted(
+        source, storage_options=state.storage_options or None, **params
+    )
+    state.product = "echodata"
+    return state
+
+
+def edf_combine_echodata(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Combine the group's EchoData objects, in time order, into one."""
+    if not state.echodata_list:
+        raise ValueError("edf_combine_echodata needs EchoData: put edf_open_raw first")
+    state.echodata = ep.combine_echodata(state.echodata_list, **params)
+    state.echodata_list = []
+    state.product = "echodata"
+    return state
+
+
+def edf_compute_Sv(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Calibrate backscatter into volume backscattering strength (Sv)."""
+    echodata = _require_echodata(state, "edf_compute_Sv")
+    state.dataset = ep.calibrate.compute_Sv(echodata, **params).compute()
+    state.product = "Sv"
+    return state
+
+
+def edf_compute_TS(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Calibrate backscatter into target strength (TS)."""
+    echodata = _require_echodata(state, "edf_compute_TS")
+    state.dataset = ep.calibrate.compute_TS(echodata, **params).compute()
+    state.product = "TS"
+    return state
+
+
+def edf_add_depth(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Add a depth coordinate to the Sv dataset."""
+    dataset = _require_dataset(state, "edf_add_depth")
+    state.dataset = ep.consolidate.add_depth(dataset, echodata=state.echodata, **params)
+    return state
+
+
+def edf_add_location(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Add latitude and longitude, interpolated to ping times, to the Sv dataset."""
+    dataset = _require_dataset(state, "edf_add_location")
+    echodata = _require_echodata(state, "edf_add_location")
+    state.dataset = ep.consolidate.add_location(dataset, echodata=echodata, **params)
+    return state
+
+
+def edf_compute_MVBS(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Grid Sv into mean volume backscattering strength (MVBS) bins."""
+    dataset = _require_dataset(state, "edf_compute_MVBS")
+    state.dataset = ep.commongrid.compute_MVBS(dataset, **params).compute()
+    state.product = "MVBS"
+    return state
+
+
+def edf_compute_NASC(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Integrate Sv into nautical area scattering coefficients (NASC)."""
+    dataset = _require_dataset(state, "edf_compute_NASC")
+    state.dataset = ep.commongrid.compute_NASC(dataset, **params).compute()
+    state.product = "NASC"
+    return state
+
+
+def _check_open_raw(params: dict[str, Any]) -> list[str]:
+    problems = []
+    model = params.get("sonar_model")
+    if model == "AZFP" and not params.get("xml_path"):
+        problems.append("sonar_model AZFP needs xml_path (the instrument's XML file)")
+    if model in SONAR_MODELS and model != "AZFP" and params.get("xml_path"):
+        problems.append(f"xml_path is only used with AZFP, not {model}")
+    return problems
+
+
+_CALIBRATION_CHOICES: dict[str, frozenset[Any]] = {
+    "waveform_mode": frozenset({"CW", "BB", "FM"}),
+    "encode_mode": frozenset({"complex", "power"}),
+}
+
+STEPS: dict[str, StepSpec] = {
+    spec.name: spec
+    for spec in [
+        StepSpec(
+            "edf_open_raw",
+            edf_open_raw,
+            ep.open_raw,
+            provided=frozenset({"raw_file", "storage_options"}),
+            required=frozenset({"sonar_model"}),
+            choices={"sonar_model": frozenset(SONAR_MODELS)},
+            product="echodata",
+            needs="raw",
+            check=_check_open_raw,
+        ),
+        StepSpec(
+            "edf_open_converted",
+            edf_open_converted,
+            None,
+            product="echodata",
+            needs="any",
+        ),
+        StepSpec(
+            "edf_combine_echodata",
+            edf_combine_echodata,
+            ep.combine_echodata,
+            provided=frozenset({"echodata_list"}),
+            scope="group",
+            product="echodata",
+            needs="echodata",
+        ),
+        StepSpec(
+            "edf_compute_Sv",
+            edf_compute_Sv,
+            calibrate_api._compute_cal,
+            provided=frozenset({"echodata", "cal_type"}),
+            choices=_CALIBRATION_CHOICES,
+            product="Sv",
+            needs="echodata",
+        ),
+        StepSpec(
+            "edf_compute_TS",
+            edf_compute_TS,
+            calibrate_api._compute_cal,
+            provided=frozenset({"echodata", "cal_type"}),
+            choices=_CALIBRATION_CHOICES,
+            product="TS",
+            needs="echodata",
+        ),
+        StepSpec(
+            "edf_add_depth",
+            edf_add_depth,
+            ep.consolidate.add_depth,
+            provided=frozenset({"ds", "echodata"}),
+            needs="dataset",
+        ),
+        StepSpec(
+            "edf_add_location",
+            edf_add_location,
+            ep.consolidate.add_location,
+            provided=frozenset({"ds", "echodata"}),
+            needs="dataset",
+        ),
+        StepSpec(
+            "edf_compute_MVBS",
+            edf_compute_MVBS,
+            ep.commongrid.compute_MVBS,
+            provided=frozenset({"ds_Sv"}),
+            choices={"range_var": frozenset({"echo_range", "depth"})},
+            product="MVBS",
+            needs="dataset",
+        ),
+        StepSpec(
+            "edf_compute_NASC",
+            edf_compute_NASC,
+            ep.commongrid.compute_NASC,
+            provided=frozenset({"ds_Sv"}),
+            product="NASC",
+            needs="dataset",
+        ),
+    ]
+}
+
+# The design document's short name for the Sv step.
+STEPS["edf_Sv"] = STEPS["edf_compute_Sv"]

@@ -1,0 +1,151 @@
+"""Run one file's (or one group's) chain of steps and commit its product.
+
+This is the function shipped to Dask workers. It receives plain data (paths,
+step names, parameters) and returns plain data, so nothing large travels between
+the flow and the workers: the product goes straight from the worker to storage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import xarray as xr
+
+from echodataflow import storage
+from echodataflow.exceptions import StepError
+from echodataflow.registry import step_spec
+from echodataflow.tasklib._spec import ChainState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A step to run, by registered module and name, with its parameters."""
+
+    module: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    """Everything a worker needs to make one product.
+
+    ``source_options`` and ``destination_options`` may hold credentials: a job is
+    never logged or stored.
+    """
+
+    sources: list[str]
+    steps: list[StepCall]
+    product_url: str
+    source_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    destination_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChainOutcome:
+    """What became of one job."""
+
+    sources: list[str]
+    product_url: str
+    product: str | None
+    seconds: float
+
+
+def _initial_state(job: ChainJob, first_needs: str) -> ChainState:
+    state = ChainState(sources=list(job.sources), storage_options=job.source_options)
+    if first_needs == "dataset" and len(job.sources) == 1:
+        # The stage reads an earlier stage's product (e.g. Sv) instead of raw files.
+        state.dataset = xr.open_zarr(job.sources[0], storage_options=job.source_options)
+        state.product = "dataset"
+    return state
+
+
+def _run_step(call: StepCall, state: ChainState, where: str) -> ChainState:
+    spec = step_spec(call.module, call.name)
+    try:
+        return spec.func(state, dict(call.params))
+    except Exception as err:  # noqa: BLE001 - any library error fails this file only
+        raise StepError(
+            f"{call.name} failed on {where}: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _run_steps(job: ChainJob) -> ChainState:
+    specs = [step_spec(call.module, call.name) for call in job.steps]
+    split = next((i for i, s in enumerate(specs) if s.scope == "group"), None)
+    if split is None:
+        state = _initial_state(job, specs[0].needs)
+        for call in job.steps:
+            state = _run_step(call, state, job.sources[0])
+        return state
+
+    # Steps before the group step run file by file; their EchoData are combined.
+    echodata_list = []
+    for source in job.sources:
+        state = _initial_state(
+            ChainJob([source], job.steps[:split], job.product_url, job.source_options),
+            specs[0].needs,
+        )
+        for call in job.steps[:split]:
+            state = _run_step(call, state, source)
+        echodata_list.append(state.echodata)
+    state = ChainState(
+        sources=list(job.sources),
+        storage_options=job.source_options,
+        echodata_list=echodata_list,
+    )
+    where = f"group of {len(job.sources)} files"
+    for call in job.steps[split:]:
+        state = _run_step(call, state, where)
+    return state
+
+
+def _write(state: ChainState, job: ChainJob) -> None:
+    attrs = {key: _attr(value) for key, value in job.attrs.items()}
+    options = job.destination_options
+
+    def write(target: str) -> None:
+        if state.dataset is not None:
+            dataset = state.dataset.assign_attrs(attrs)
+            # Zarr v3 has no consolidated metadata in its specification; readers
+            # that want it fall back to listing, so none is written.
+            dataset.to_zarr(
+                target, mode="w", consolidated=False, storage_options=options or None
+            )
+        elif state.echodata is not None:
+            state.echodata.to_zarr(
+                target, overwrite=True, output_storage_options=options
+            )
+        else:
+            raise StepError(f"the steps of {job.product_url} produced nothing to write")
+
+    storage.commit_store(job.product_url, write, options)
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def run_chain(job: ChainJob) -> ChainOutcome:
+    """Run a job's steps and commit its product.
+
+    Raises
+    ------
+    StepError
+        When a step fails; the message names the step and the raw file.
+    """
+    started = time.perf_counter()
+    state = _run_steps(job)
+    _write(state, job)
+    seconds = time.perf_counter() - started
+    log.info("wrote %s in %.1f s", job.product_url, seconds)
+    return ChainOutcome(list(job.sources), job.product_url, state.product, seconds)

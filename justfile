@@ -1,0 +1,42 @@
+# Recipes for developers and operators; `just --list` shows them.
+set dotenv-load := false
+
+venv := ".venv"
+bin := venv / "bin"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create the virtual environment (Python 3.13) and install echodataflow with every extra.
+setup:
+    test -x {{bin}}/python || PYENV_VERSION=3.13.0 pyenv exec python -m venv {{venv}} || python3.13 -m venv {{venv}}
+    {{bin}}/pip install -q -U pip
+    {{bin}}/pip install -q -r requirements/ci.txt -e ".[s3,hpc,docker,dev]"
+
+# Set up, then process the sample EK60 files into Sv stores under demo-output/.
+demo: setup
+    {{bin}}/echodataflow validate examples/ek60-sv.yaml
+    {{bin}}/echodataflow run examples/ek60-sv.yaml
+
+# Validate a deployment file (and an optional logging file).
+validate file *args:
+    {{bin}}/echodataflow validate {{file}} {{args}}
+
+# Show what a run would make and why, like make -n.
+plan file *args:
+    {{bin}}/echodataflow plan {{file}} {{args}}
+
+# Run a service now, in-process, on an embedded Prefect.
+run file *args:
+    {{bin}}/echodataflow run {{file}} {{args}}
+
+# Run the test suite (what CI runs).
+test *args:
+    {{bin}}/python -m pytest {{args}}
+
+# Lint and type-check.
+lint:
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
