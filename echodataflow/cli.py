@@ -143,6 +143,9 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run one service now, in this process, on an embedded Prefect."""
+    # Prefect reads its settings once, when first imported; loading the deployment
+    # imports the stage flows (and Prefect), so the settings go first.
+    _embedded_prefect(verbose)
     deployment, logging_config = _load(deployment_file, logging_file)
     chosen = _pick(deployment, service)
     logging_dict = None
@@ -153,7 +156,6 @@ def run(
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})
 
-    _embedded_prefect(verbose)
     report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
     _print_report(report)
     if not report.ok:
@@ -207,6 +209,16 @@ def _run_with_progress(
             state = edf_service(
                 service, logging_dict, cluster, force, return_state=True
             )
+    except (RuntimeError, OSError) as err:
+        # With return_state the flow's own errors come back in the state; what
+        # escapes is Prefect's engine failing to start (e.g. its embedded server).
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        errors.print(
+            f"error: Prefect could not run service {service.name}: {first}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_UNREACHABLE) from err
     finally:
         stage_flows.START_LISTENERS.remove(started)
         stage_flows.DONE_LISTENERS.remove(done)

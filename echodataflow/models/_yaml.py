@@ -26,10 +26,22 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
     return loader.construct_mapping(node)
 
 
+def _construct_timestamp(loader: _LineLoader, node: yaml.ScalarNode) -> Any:
+    # A date-like scalar that is no real date (2024-13-01) makes PyYAML raise a bare
+    # ValueError, which carries no line; turn it into a located YAML error.
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError as err:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a valid date: {err}", node.start_mark
+        ) from err
+
+
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
@@ -58,6 +70,22 @@ def load_yaml_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
     if node is not None:
         _walk(node, (), lines)
     return data, lines
+
+
+def key_at_line(text: str, line: int) -> KeyPath:
+    """Return the deepest key path that starts on ``line``, or ``()`` if none does.
+
+    Used to name the key of a YAML error that the parser locates by line only.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ()
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    on_line = [path for path, at in lines.items() if at == line]
+    return max(on_line, key=len, default=())
 
 
 def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:

@@ -13,7 +13,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from echodataflow.exceptions import ConfigError, Problem
-from echodataflow.models._yaml import KeyPath, line_of, load_yaml_with_lines
+from echodataflow.models._yaml import (
+    KeyPath,
+    key_at_line,
+    line_of,
+    load_yaml_with_lines,
+)
 from echodataflow.models.deployment import Deployment
 from echodataflow.models.logging import LoggingConfig
 
@@ -74,8 +79,9 @@ def _parse(text: str, file: str) -> tuple[Any, dict[KeyPath, int]]:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = None if mark is None else mark.line + 1
+        key = "" if line is None else _key_path_text(key_at_line(text, line))
         raise ConfigError(
-            [Problem(file, line, "", f"not valid YAML: {err.problem or err}")]
+            [Problem(file, line, key, f"not valid YAML: {err.problem or err}")]
         ) from err
     except yaml.YAMLError as err:
         raise ConfigError([Problem(file, None, "", f"not valid YAML: {err}")]) from err
@@ -145,18 +151,30 @@ def check_logging_refs(
 ) -> list[Problem]:
     """Report services whose ``logging.handler`` the logging file lacks."""
     problems = []
+    lines: dict[KeyPath, int] | None = None
     for index, service in enumerate(deployment.services):
         if service.logging is None:
             continue
         if logging is None or service.logging.handler not in logging.root:
             defined = [] if logging is None else sorted(logging.root)
+            if lines is None:
+                lines = _lines_of(file)
+            path: KeyPath = ("services", index, "logging", "handler")
             problems.append(
                 Problem(
                     file,
-                    None,
-                    f"services[{index}].logging.handler",
+                    line_of(lines, path),
+                    _key_path_text(path),
                     f"{service.logging.handler!r} is not defined in the logging file "
                     f"(defined: {defined})",
                 )
             )
     return problems
+
+
+def _lines_of(file: str) -> dict[KeyPath, int]:
+    """Key lines of an already validated file; empty when it cannot be re-read."""
+    try:
+        return load_yaml_with_lines(Path(file).read_text(encoding="utf-8"))[1]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
