@@ -7,7 +7,8 @@
     ├── RegistryError (LookupError)     a step or stage is not registered
     ├── SourceError (OSError)           source files cannot be listed or grouped
     ├── StorageError (OSError)          a product cannot be written or committed
-    └── StepError (RuntimeError)        a processing step failed on one raw file
+    ├── StepError (RuntimeError)        a processing step failed on one raw file
+    └── ClusterError (RuntimeError)     a Dask cluster cannot be started
 """
 
 from __future__ import annotations
@@ -56,3 +57,7 @@ class StorageError(EchodataflowError, OSError):
 
 class StepError(EchodataflowError, RuntimeError):
     """A processing step failed on one raw file."""
+
+
+class ClusterError(EchodataflowError, RuntimeError):
+    """A Dask cluster cannot be started, e.g. its backend's extra is not installed."""

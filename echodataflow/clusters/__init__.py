@@ -12,8 +12,8 @@ from contextlib import AbstractContextManager, contextmanager
 
 from distributed import Client
 
-from echodataflow.clusters import address, local
-from echodataflow.models.deployment import Cluster
+from echodataflow.clusters import address, local, pbs, slurm
+from echodataflow.models.deployment import Cluster, JobQueueOptions, Workpool
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ Backend = Callable[[Cluster], AbstractContextManager[Client]]
 BACKENDS: dict[str, Backend] = {
     "local": local.open_local,
     "address": address.open_address,
+    # dask-jobqueue is imported only when one of these opens (the hpc extra).
+    "slurm": slurm.open_slurm,
+    "pbs": pbs.open_pbs,
 }
 
 
@@ -39,6 +42,22 @@ def client_for(scheduler: str) -> Client:
         client = Client(scheduler, set_as_default=False, timeout="30s")
         _CLIENTS[scheduler] = client
     return client
+
+
+def with_workpool_image(cluster: Cluster, workpool: Workpool) -> Cluster:
+    """Return ``cluster`` with its batch workers in the work pool's pinned image.
+
+    A SLURM or PBS cluster without ``jobqueue.image`` runs its workers in
+    ``workpool.image``, the image the flow runs use; other clusters are unchanged.
+    """
+    if cluster.type not in ("slurm", "pbs") or workpool.image is None:
+        return cluster
+    options = cluster.jobqueue or JobQueueOptions()
+    if options.image is not None:
+        return cluster
+    return cluster.model_copy(
+        update={"jobqueue": options.model_copy(update={"image": workpool.image})}
+    )
 
 
 def register_backend(name: str, backend: Backend) -> None:

@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from echodataflow import storage
-from echodataflow.clusters import open_cluster
+from echodataflow.clusters import open_cluster, with_workpool_image
 from echodataflow.deployment.flow import with_pool
 from echodataflow.deployment.report import RunContext, ServiceReport, StageReport
 from echodataflow.logs import apply_logging
@@ -59,12 +59,18 @@ def edf_service(
         force=force,
     )
     report = ServiceReport(service=service.name, run_id=context.run_id)
-    with open_cluster(cluster or service.infrastructure.cluster) as service_client:
+    workpool = service.infrastructure.workpool
+    service_cluster = with_workpool_image(
+        cluster or service.infrastructure.cluster, workpool
+    )
+    with open_cluster(service_cluster) as service_client:
         for stage in service.stages:
             with ExitStack() as stage_stack:
                 client = service_client
                 if stage.cluster is not None:
-                    client = stage_stack.enter_context(open_cluster(stage.cluster))
+                    client = stage_stack.enter_context(
+                        open_cluster(with_workpool_image(stage.cluster, workpool))
+                    )
                 run_stage = with_pool(stage_flow(stage.module, stage.name), client)
                 stage_report: StageReport = run_stage(
                     stage, context, str(client.scheduler_info()["address"])

@@ -149,19 +149,86 @@ class Adaptive(_Model):
 
 
 class JobQueueOptions(_Model):
-    """dask-jobqueue options for SLURM and PBS clusters."""
+    """dask-jobqueue options for SLURM and PBS clusters: one batch job per worker set.
 
-    queue: str | None = None
-    account: str | None = None
-    walltime: str = Field("01:00:00", pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
-    cores: PositiveInt = 1
-    memory: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$")
-    processes: PositiveInt = 1
-    job_extra_directives: list[str] = Field(default_factory=list)
-    job_script_prologue: list[str] = Field(default_factory=list)
-    interface: str | None = None
-    local_directory: str | None = None
-    python: str | None = None
+    Each job runs ``processes`` Dask workers sharing ``cores`` and ``memory``.
+    Workers retire before ``walltime`` so the scheduler never kills one mid-file.
+    """
+
+    queue: str | None = Field(None, description="Partition (SLURM) or queue (PBS).")
+    account: str | None = Field(None, description="Account charged for the jobs.")
+    walltime: str = Field(
+        "01:00:00",
+        pattern=r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$",
+        description="Time limit of each job, [D-]HH:MM:SS.",
+    )
+    cores: PositiveInt = Field(1, description="Cores of each job.")
+    memory: str = Field(
+        "4GB",
+        pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
+        description="Memory of each job, e.g. 4GB.",
+    )
+    processes: PositiveInt = Field(1, description="Dask workers in each job.")
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="Further #SBATCH/#PBS directives."
+    )
+    job_directives_skip: list[str] = Field(
+        default_factory=list,
+        description="Leave out generated directives containing these strings.",
+    )
+    job_script_prologue: list[str] = Field(
+        default_factory=list, description="Shell lines run before the worker starts."
+    )
+    resource_spec: str | None = Field(
+        None, description="PBS -l resource request, e.g. select=1:ncpus=4:mem=8GB."
+    )
+    interface: str | None = Field(
+        None, description="Network interface of scheduler and workers, e.g. ib0."
+    )
+    local_directory: str | None = Field(
+        None, description="Node-local scratch folder of the workers."
+    )
+    log_directory: str | None = Field(
+        None, description="Folder of the jobs' stdout and stderr files."
+    )
+    python: str | None = Field(
+        None,
+        description="Python of the workers; default: this one, or python in the image.",
+    )
+    death_timeout: PositiveInt = Field(
+        60, description="Seconds a worker waits for a lost scheduler before exiting."
+    )
+    worker_extra_args: list[str] = Field(
+        default_factory=list,
+        description="Further dask worker arguments; --lifetime here replaces ours.",
+    )
+    image: str | None = Field(
+        None,
+        description="Apptainer image of the workers (.sif path, docker:// or "
+        "oras:// URL, or a registry image); default: the work pool's image.",
+    )
+    apptainer: str = Field(
+        "apptainer", min_length=1, description="Apptainer command, e.g. singularity."
+    )
+    apptainer_args: list[str] = Field(
+        default_factory=list,
+        description="Arguments of apptainer exec, e.g. [--bind, /data].",
+    )
+
+    @field_validator(
+        "job_extra_directives",
+        "job_directives_skip",
+        "job_script_prologue",
+        "worker_extra_args",
+        "apptainer_args",
+    )
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        # Every entry becomes one line (or word) of a batch script.
+        for entry in value:
+            if "\n" in entry or "\r" in entry:
+                raise ValueError(f"{entry!r} must be a single line")
+        return value
 
 
 class Cluster(_Model):
@@ -198,6 +265,17 @@ class Cluster(_Model):
             raise ValueError("jobqueue options apply to type slurm or pbs only")
         if self.adaptive is not None and self.workers is not None:
             raise ValueError("give either workers (fixed size) or adaptive, not both")
+        if self.type in ("slurm", "pbs"):
+            # A batch job's size is set by its cores, processes and memory.
+            if self.threads_per_worker != 1 or self.memory_limit is not None:
+                raise ValueError(
+                    f"type: {self.type} sizes workers with jobqueue.cores, "
+                    "jobqueue.processes and jobqueue.memory, not threads_per_worker "
+                    "or memory_limit"
+                )
+            spec = self.jobqueue.resource_spec if self.jobqueue else None
+            if spec is not None and self.type != "pbs":
+                raise ValueError("jobqueue.resource_spec applies to type pbs only")
         return self
 
 

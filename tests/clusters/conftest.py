@@ -1,0 +1,85 @@
+"""Fixtures of the cluster tests: the single-node SLURM that `.ci/slurm.sh` starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from echodataflow.clusters._jobqueue import JOB_NAME
+
+# Where `.ci/slurm.sh start` writes its config unless EDF_SLURM_DIR says otherwise.
+DEFAULT_SLURM_CONF = Path(os.environ.get("EDF_SLURM_DIR", "/tmp/edf-slurm")) / (
+    "slurm.conf"
+)
+
+
+def _slurm_answers() -> str | None:
+    """Return why SLURM cannot be used here, or None when it answers."""
+    try:
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except FileNotFoundError:
+        return "sinfo is not installed; run .ci/slurm.sh start"
+    except subprocess.TimeoutExpired:
+        return "sinfo does not answer; run .ci/slurm.sh start"
+    if done.returncode != 0 or not done.stdout.strip():
+        return f"sinfo does not answer ({done.stderr.strip()}); run .ci/slurm.sh start"
+    return None
+
+
+def worker_jobs() -> list[str]:
+    """Ids of echodataflow's worker jobs in the queue, in any state."""
+    done = subprocess.run(
+        ["squeue", "-h", "-n", JOB_NAME, "-o", "%i %T"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+
+
+def wait_no_jobs(timeout: float = 30.0) -> list[str]:
+    """Wait until no worker job is queued (completing jobs leave within seconds)."""
+    deadline = time.monotonic() + timeout
+    jobs = worker_jobs()
+    while jobs and time.monotonic() < deadline:
+        time.sleep(0.5)
+        jobs = worker_jobs()
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A SLURM that answers `sinfo`; skip (with the reason) where none runs."""
+    if "SLURM_CONF" not in os.environ and DEFAULT_SLURM_CONF.exists():
+        # Exported before any cluster starts: sbatch and qsub inherit it.
+        os.environ["SLURM_CONF"] = str(DEFAULT_SLURM_CONF)
+    reason = _slurm_answers()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def no_jobs_left(slurm: None) -> Iterator[None]:
+    """Start with an empty queue and fail when a test leaves a worker job queued."""
+    assert wait_no_jobs() == [], "worker jobs of an earlier test are still queued"
+    yield
+    assert wait_no_jobs() == [], "worker jobs were left in the queue"
+
+
+@pytest.fixture
+def scratch_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a scratch folder: the qsub wrapper writes job output to the cwd."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
