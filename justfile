@@ -40,3 +40,24 @@ lint:
     {{bin}}/ruff check .
     {{bin}}/ruff format --check .
     {{bin}}/mypy
+
+# Build the run image (BASE_IMAGE=edf/python:3.13-trixie where no registry answers).
+image tag="echodataflow:local" base="python:3.13-slim":
+    docker build -f containers/Dockerfile --build-arg BASE_IMAGE={{base}} -t {{tag}} .
+    @docker inspect --format 'pin this id in workpool.image: {{{{.Id}}' {{tag}}
+
+# Build a Python 3.13 base image from Debian trixie with debootstrap (no registry).
+base-image tag="edf/python:3.13-trixie":
+    bash containers/base.sh {{tag}}
+
+# Download the locked wheels into containers/wheels/ so image builds need no index.
+wheelhouse:
+    {{bin}}/pip download --no-deps --only-binary=:all: --require-hashes -r containers/requirements.lock -d containers/wheels
+
+# Re-resolve containers/requirements.in into the hash-locked containers/requirements.lock.
+lock-image:
+    {{bin}}/python containers/lock.py
+
+# Start the local stack of compose.yaml (needs PREFECT_AUTH=user:password and `just image`).
+compose-up *args:
+    docker compose up -d {{args}}

@@ -114,6 +114,78 @@ class LoggingRef(_Model):
     handler: str = Field(min_length=1, description="Key in the logging YAML.")
 
 
+_VOLUME_MODES = ("ro", "rw")
+_SECRET_ENV = re.compile(r"SECRET|PASSWORD|TOKEN|AUTH_STRING|API_KEY|ACCESS_KEY", re.I)
+# DockerOptions field -> the prefect-docker job variable it sets.
+DOCKER_JOB_VARIABLES = {
+    "volumes": "volumes",
+    "env": "env",
+    "network_mode": "network_mode",
+    "mem_limit": "mem_limit",
+    "pull_policy": "image_pull_policy",
+}
+
+
+class DockerOptions(_Model):
+    """How a docker work pool starts the container of each flow run."""
+
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Mounts SOURCE:TARGET[:ro|rw]; SOURCE an absolute host path or a "
+        "named volume, TARGET absolute. Mount shared storage at the path the "
+        "deployment file uses.",
+        examples=[["/data/raw:/data/raw:ro", "/data/products:/data/products"]],
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of the run container. No secrets: the pool is "
+        "stored in the Prefect database; use Prefect blocks.",
+    )
+    network_mode: str | None = Field(
+        None, min_length=1, description="Docker network mode, e.g. host or bridge."
+    )
+    mem_limit: str | None = Field(
+        None,
+        pattern=r"^\d+[bkmgBKMG]?$",
+        description="Memory limit of the container, e.g. 8g.",
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="When the worker pulls the image; Never for local images."
+    )
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parts = spec.split(":")
+            mode_ok = len(parts) == 2 or (len(parts) == 3 and parts[2] in _VOLUME_MODES)
+            if not mode_ok or not parts[0] or not parts[1].startswith("/"):
+                raise ValueError(
+                    f"volume {spec!r} is not SOURCE:TARGET[:ro|rw] with an "
+                    "absolute TARGET, e.g. /data/raw:/data/raw:ro"
+                )
+            if not parts[0].startswith("/") and "/" in parts[0]:
+                raise ValueError(
+                    f"volume {spec!r}: SOURCE must be an absolute path or a named "
+                    "volume; relative paths would depend on the worker's folder"
+                )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"env name {name!r} is not a valid variable name")
+            if _SECRET_ENV.search(name):
+                raise ValueError(
+                    f"env {name!r} looks like a secret; secrets must not be written "
+                    "in the deployment file: give them to the worker's environment "
+                    "or save them in a Prefect block"
+                )
+        return value
+
+
 class Workpool(_Model):
     """The Prefect work pool and queue that serve a service's runs."""
 
@@ -131,6 +203,27 @@ class Workpool(_Model):
     job_variables: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the pool's job template."
     )
+    docker: DockerOptions | None = Field(
+        None, description="Container settings of a docker pool (type: docker)."
+    )
+
+    @model_validator(mode="after")
+    def _docker_settings(self) -> Self:
+        if self.docker is None:
+            return self
+        if self.type != "docker":
+            raise ValueError(f"docker settings apply to type: docker, not {self.type}")
+        given = {
+            DOCKER_JOB_VARIABLES[key]
+            for key in self.docker.model_fields_set
+            if getattr(self.docker, key)
+        }
+        twice = sorted(given & set(self.job_variables))
+        if twice:
+            raise ValueError(
+                f"job_variables {twice} are also set under docker; give each once"
+            )
+        return self
 
 
 class Adaptive(_Model):
