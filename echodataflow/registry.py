@@ -186,14 +186,17 @@ def check_steps(
             try:
                 stage_flow(stage.module, stage.name)
             except RegistryError as err:
-                add((*stage_path, "name"), str(err))
+                unregistered = stage.module not in allowed_modules(STAGE_GROUP)
+                add((*stage_path, "module" if unregistered else "name"), str(err))
             specs: list[StepSpec] = []
             for t, task in enumerate(stage.tasks):
                 task_path = (*stage_path, "tasks", t)
                 try:
                     spec = step_spec(task.module, task.name)
                 except RegistryError as err:
-                    add((*task_path, "name"), str(err))
+                    # Point at the key that is wrong: the module, or the step name.
+                    unregistered = task.module not in allowed_modules(STEP_GROUP)
+                    add((*task_path, "module" if unregistered else "name"), str(err))
                     continue
                 specs.append(spec)
                 for key, message in check_params(spec, task.task_params):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_prefect(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep Prefect's database and settings of the test session out of ~/.prefect."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    os.environ.setdefault("PREFECT_HOME", str(home))
+_PREFECT_HOME: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep Prefect's database and settings of the test session out of ~/.prefect.
+
+    Set before collection: Prefect reads its settings once, when first imported, and
+    test modules may import it at collection time.
+    """
+    if "PREFECT_HOME" not in os.environ:
+        _PREFECT_HOME.append(tempfile.mkdtemp(prefix="edf-test-prefect-home-"))
+        os.environ["PREFECT_HOME"] = _PREFECT_HOME[0]
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the Prefect home this session made."""
+    for home in _PREFECT_HOME:
+        shutil.rmtree(home, ignore_errors=True)

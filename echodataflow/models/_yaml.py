@@ -72,20 +72,37 @@ def load_yaml_with_lines(text: str) -> tuple[Any, dict[KeyPath, int]]:
     return data, lines
 
 
-def key_at_line(text: str, line: int) -> KeyPath:
-    """Return the deepest key path that starts on ``line``, or ``()`` if none does.
+def key_at(text: str, line: int, column: int) -> KeyPath:
+    """Return the key path of the YAML key or value at a 0-based line and column.
 
-    Used to name the key of a YAML error that the parser locates by line only.
+    Used to name the key of an error the YAML parser locates by position only (a
+    duplicate key, a bad date). Falls back to the deepest key on that line, else
+    ``()``.
     """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return ()
-    lines: dict[KeyPath, int] = {}
+    exact: list[KeyPath] = []
+    on_line: list[KeyPath] = []
+
+    def visit(node: yaml.Node, path: KeyPath) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = (*path, str(key_node.value))
+                marks = (key_node.start_mark, value_node.start_mark)
+                if any((m.line, m.column) == (line, column) for m in marks):
+                    exact.append(child)
+                if key_node.start_mark.line == line:
+                    on_line.append(child)
+                visit(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                visit(item, (*path, index))
+
     if node is not None:
-        _walk(node, (), lines)
-    on_line = [path for path, at in lines.items() if at == line]
-    return max(on_line, key=len, default=())
+        visit(node, ())
+    return max(exact or on_line, key=len, default=())
 
 
 def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:

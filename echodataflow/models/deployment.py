@@ -574,13 +574,15 @@ class Deployment(_Model):
     )
     services: list[Service] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Self:
-        names = [service.name for service in self.services]
+    # A field validator, not a model one, so that the error is located at services.
+    @field_validator("services")
+    @classmethod
+    def _unique_names(cls, services: list[Service]) -> list[Service]:
+        names = [service.name for service in services]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"service names must be unique; repeated: {repeated}")
-        return self
+        return services
 
     def service(self, name: str | None) -> Service:
         """Return the service called ``name``, or the only one when ``name`` is None.

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from echodataflow.exceptions import ConfigError, Problem
 from echodataflow.models._yaml import (
     KeyPath,
-    key_at_line,
+    key_at,
     line_of,
     load_yaml_with_lines,
 )
@@ -79,7 +79,9 @@ def _parse(text: str, file: str) -> tuple[Any, dict[KeyPath, int]]:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = None if mark is None else mark.line + 1
-        key = "" if line is None else _key_path_text(key_at_line(text, line))
+        key = (
+            "" if mark is None else _key_path_text(key_at(text, mark.line, mark.column))
+        )
         raise ConfigError(
             [Problem(file, line, key, f"not valid YAML: {err.problem or err}")]
         ) from err

@@ -18,6 +18,7 @@ from echopype.calibrate import api as calibrate_api
 from echopype.core import SONAR_MODELS
 
 from echodataflow.tasklib._spec import ChainState, StepSpec
+from echodataflow.tasklib.simrad import SIMRAD_MODELS, check_complete
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ def edf_open_raw(state: ChainState, params: dict[str, Any]) -> ChainState:
     (source,) = state.sources
     log.debug("open_raw %s %s", source, params)
     options = state.storage_options or None
+    if params.get("sonar_model") in SIMRAD_MODELS:
+        # echopype silently keeps the pings before a cut; refuse the file instead.
+        check_complete(source, options or {})
     # open_raw prints its progress; keep it out of the workers' output.
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         state.echodata = ep.open_raw(raw_file=source, storage_options=options, **params)
