@@ -249,6 +249,87 @@ def _print_report(report: Any) -> None:
     console.print(report.summary(), markup=False, highlight=False)
 
 
+def _unreachable(err: Exception) -> typer.Exit:
+    errors.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_UNREACHABLE)
+
+
+@app.command()
+def deploy(
+    deployment_file: DeploymentFile,
+    logging_file: LoggingFile = None,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Delete deployments of services no longer in the file."),
+    ] = False,
+) -> None:
+    """Create or update each service's work pool, queue and Prefect deployment."""
+    import httpx
+
+    from echodataflow.deployment.deployment_engine import deploy as deploy_file
+    from echodataflow.exceptions import DeployError, ServerUnreachableError
+
+    _embedded_prefect(False)
+    try:
+        result = deploy_file(deployment_file, logging_file, prune=prune)
+    except ConfigError as err:
+        raise _fail(err.problems) from err
+    except (ServerUnreachableError, httpx.TransportError) as err:
+        raise _unreachable(err) from err
+    except DeployError as err:
+        raise _fail([Problem(str(deployment_file), None, "", str(err))]) from err
+    table = Table("service", "deployment", "work pool", "queue", "schedule")
+    for d in result.services:
+        table.add_row(
+            d.service,
+            f"{d.deployment_id} ({d.action})",
+            f"{d.work_pool} ({d.work_pool_action})",
+            f"{d.work_queue} ({d.work_queue_action})",
+            d.schedule,
+        )
+    console.print(table)
+    for name in result.pruned:
+        console.print(f"pruned deployment {name}", highlight=False)
+
+
+@app.command()
+def status() -> None:
+    """Show deployed services, their pools, queues, schedules and last runs."""
+    import httpx
+
+    from echodataflow.deployment.deployment_engine import server_status
+    from echodataflow.exceptions import ServerUnreachableError
+
+    _embedded_prefect(False)
+    try:
+        services, pools = server_status()
+    except (ServerUnreachableError, httpx.TransportError) as err:
+        raise _unreachable(err) from err
+
+    def when(value: Any) -> str:
+        return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S %Z}"
+
+    table = Table(title="services")
+    for column in ("service", "pool/queue", "schedule", "last run", "state", "next"):
+        table.add_column(column)
+    for s in services:
+        state = s.last_state
+        style = {"Completed": "green", "Failed": "red", "Crashed": "red"}.get(state)
+        table.add_row(
+            s.service + (" (paused)" if s.paused else ""),
+            f"{s.work_pool}/{s.work_queue}",
+            s.schedule,
+            f"{s.last_run} {when(s.last_time)}".strip(),
+            f"[{style}]{state}[/]" if style else state,
+            when(s.next_run),
+        )
+    console.print(table)
+    pool_table = Table("work pool", "type", "status", "queues", title="work pools")
+    for p in pools:
+        pool_table.add_row(p.name, p.type, p.status, ", ".join(p.queues))
+    console.print(pool_table)
+
+
 def main() -> None:
     """Entry point of the ``echodataflow`` console script."""
     logging.basicConfig(

@@ -8,7 +8,9 @@
     ├── SourceError (OSError)           source files cannot be listed or grouped
     ├── StorageError (OSError)          a product cannot be written or committed
     ├── StepError (RuntimeError)        a processing step failed on one raw file
-    └── ClusterError (RuntimeError)     a Dask cluster cannot be started
+    ├── ClusterError (RuntimeError)     a Dask cluster cannot be started
+    └── DeployError (RuntimeError)      a service cannot be deployed on Prefect
+        └── ServerUnreachableError      the Prefect API does not answer
 """
 
 from __future__ import annotations
@@ -61,3 +63,11 @@ class StepError(EchodataflowError, RuntimeError):
 
 class ClusterError(EchodataflowError, RuntimeError):
     """A Dask cluster cannot be started, e.g. its backend's extra is not installed."""
+
+
+class DeployError(EchodataflowError, RuntimeError):
+    """A service, work pool or queue cannot be created or updated on Prefect."""
+
+
+class ServerUnreachableError(DeployError):
+    """The Prefect API is not configured or does not answer."""

@@ -184,7 +184,8 @@ def check_steps(
         for g, stage in enumerate(service.stages):
             stage_path: KeyPath = ("services", s, "stages", g)
             try:
-                stage_flow(stage.module, stage.name)
+                if check_stages:
+                    stage_flow(stage.module, stage.name)
             except RegistryError as err:
                 unregistered = stage.module not in allowed_modules(STAGE_GROUP)
                 add((*stage_path, "module" if unregistered else "name"), str(err))
@@ -206,3 +207,20 @@ def check_steps(
                 for t, message in _check_chain(stage, specs):
                     add((*stage_path, "tasks", t, "name"), message)
     return problems
+
+
+def require_registered(stages: list[Stage]) -> None:
+    """Refuse stages that name a stage flow or step outside the registry.
+
+    A deployed run checks its parameters with this before it imports or starts
+    anything, since whoever can start a run can change them.
+
+    Raises
+    ------
+    RegistryError
+        Naming the first unregistered module, flow or step.
+    """
+    for stage in stages:
+        stage_flow(stage.module, stage.name)
+        for task in stage.tasks:
+            step_spec(task.module, task.name)

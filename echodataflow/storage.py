@@ -53,28 +53,67 @@ def resolve_storage_options(options: StorageOptions | None) -> dict[str, Any]:
 
 
 def _block_credentials(block_type: str, block_name: str) -> dict[str, Any]:
-    from prefect.blocks.core import Block
+    """Read a credentials block's values from the Prefect API, secrets included.
 
-    slug = f"{_BLOCK_SLUGS[block_type]}/{block_name}"
+    The block document is read as data, so the block's class (prefect-aws) need
+    not be installed where the run executes.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    slug = _BLOCK_SLUGS[block_type]
     try:
-        block = Block.load(slug)
-    except (ValueError, KeyError, ImportError) as err:
+        with get_client(sync_client=True) as client:
+            document = client.read_block_document_by_name(
+                block_name, slug, include_secrets=True
+            )
+    except ObjectNotFound as err:
         raise StorageError(
-            f"cannot load Prefect block {slug!r}: {err}. Create it with "
-            f"`prefect block create {_BLOCK_SLUGS[block_type]}`"
+            f"Prefect block {slug}/{block_name} does not exist; create it with "
+            f"`prefect block create {slug}`"
         ) from err
-    credentials = getattr(block, "credentials", block)
+    data: dict[str, Any] = dict(document.data)
+    # An S3Bucket block holds its credentials in a nested block.
+    credentials = data.get("credentials")
+    if isinstance(credentials, dict):
+        data = credentials
     values: dict[str, Any] = {}
     for field, key in (
         ("aws_access_key_id", "key"),
         ("aws_secret_access_key", "secret"),
         ("aws_session_token", "token"),
     ):
-        value = getattr(credentials, field, None)
+        value = data.get(field)
         if value is not None:
             secret = getattr(value, "get_secret_value", None)
             values[key] = secret() if secret else value
     return values
+
+
+# botocore's "standard" retry mode retries throttling (SlowDown), 5xx answers and
+# dropped or reset connections with jittered exponential backoff; s3fs retries
+# timeouts and SlowDown a few more times on top. Six attempts ride out a burst of
+# faults while a persistent one fails its file within about half a minute.
+S3_RETRIES = {"max_attempts": 6, "mode": "standard"}
+
+
+def is_s3(url: str) -> bool:
+    """Return whether ``url`` is on S3 or an S3-compatible store."""
+    return url.startswith(("s3://", "s3a://"))
+
+
+def for_url(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Return ``options`` with echodataflow's defaults for the storage of ``url``.
+
+    On S3 that is the retry policy (:data:`S3_RETRIES`) unless the options set
+    ``config_kwargs.retries`` themselves. Pass the result to any library that
+    opens ``url`` (xarray, echopype, zarr); other URLs get ``options`` unchanged.
+    """
+    if not is_s3(url):
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", dict(S3_RETRIES))
+    return {**options, "config_kwargs": config}
 
 
 def filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:

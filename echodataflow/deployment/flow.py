@@ -28,6 +28,7 @@ from echodataflow.deployment.source import (
     parse_raw_paths,
     stem,
 )
+from echodataflow.logs import replay
 from echodataflow.models.deployment import Stage
 from echodataflow.registry import step_spec
 from echodataflow.tasklib.runner import ChainJob, ChainOutcome, StepCall, run_chain
@@ -139,7 +140,12 @@ def process_file(job: ChainJob, scheduler: str) -> ChainOutcome:
     """Run one product's chain of steps on the Dask cluster and wait for it."""
     client: Client = client_for(scheduler)
     future = client.submit(run_chain, job, pure=False)
-    outcome: ChainOutcome = future.result()
+    try:
+        outcome: ChainOutcome = future.result()
+    except Exception as err:
+        replay(getattr(err, "edf_logs", []))
+        raise
+    replay(outcome.logs)
     return outcome
 
 

@@ -13,16 +13,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed
 
 from echodataflow import storage
 from echodataflow.clusters import open_cluster, with_workpool_image
 from echodataflow.deployment.flow import with_pool
 from echodataflow.deployment.report import RunContext, ServiceReport, StageReport
-from echodataflow.logs import apply_logging
+from echodataflow.logs import apply_logging, forward_to_run
 from echodataflow.models.deployment import Cluster, Service
-from echodataflow.registry import stage_flow
+from echodataflow.registry import require_registered, stage_flow
 
 
 def _scheduled() -> datetime:
@@ -51,7 +51,11 @@ def edf_service(
         Remake every product, up to date or not.
     """
     apply_logging(logging_dict)
+    forward_to_run(deployed=deployment.id is not None)
     logger = get_run_logger()
+    # Parameters can be edited by whoever starts a run: refuse unregistered code
+    # before anything is imported or started.
+    require_registered(service.stages)
     context = RunContext(
         run_id=str(flow_run.id or "local"),
         service=service.name,

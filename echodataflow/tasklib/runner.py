@@ -17,6 +17,7 @@ import xarray as xr
 
 from echodataflow import storage
 from echodataflow.exceptions import StepError
+from echodataflow.logs import LogLine, capture_lines
 from echodataflow.registry import step_spec
 from echodataflow.tasklib._spec import ChainState
 
@@ -56,6 +57,7 @@ class ChainOutcome:
     product_url: str
     product: str | None
     seconds: float
+    logs: list[LogLine] = field(default_factory=list)
 
 
 def _initial_state(job: ChainJob, first_needs: str) -> ChainState:
@@ -144,8 +146,17 @@ def run_chain(job: ChainJob) -> ChainOutcome:
         When a step fails; the message names the step and the raw file.
     """
     started = time.perf_counter()
-    state = _run_steps(job)
-    _write(state, job)
-    seconds = time.perf_counter() - started
-    log.info("wrote %s in %.1f s", job.product_url, seconds)
-    return ChainOutcome(list(job.sources), job.product_url, state.product, seconds)
+    with capture_lines() as lines:
+        try:
+            state = _run_steps(job)
+            _write(state, job)
+        except Exception as err:
+            # The lines travel with the error (pickled with its __dict__), so the
+            # flow run shows what the worker logged before it failed.
+            err.edf_logs = list(lines)  # type: ignore[attr-defined]
+            raise
+        seconds = time.perf_counter() - started
+        log.info("wrote %s in %.1f s", job.product_url, seconds)
+    return ChainOutcome(
+        list(job.sources), job.product_url, state.product, seconds, logs=list(lines)
+    )
