@@ -184,8 +184,7 @@ def check_steps(
         for g, stage in enumerate(service.stages):
             stage_path: KeyPath = ("services", s, "stages", g)
             try:
-                if check_stages:
-                    stage_flow(stage.module, stage.name)
+                stage_flow(stage.module, stage.name)
             except RegistryError as err:
                 unregistered = stage.module not in allowed_modules(STAGE_GROUP)
                 add((*stage_path, "module" if unregistered else "name"), str(err))
