@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from echodataflow.clusters._jobqueue import JOB_NAME
+from slurm_queue import wait_no_jobs
 
 # Where `.ci/slurm.sh start` writes its config unless EDF_SLURM_DIR says otherwise.
 DEFAULT_SLURM_CONF = Path(os.environ.get("EDF_SLURM_DIR", "/tmp/edf-slurm")) / (
@@ -35,28 +33,6 @@ def _slurm_answers() -> str | None:
     if done.returncode != 0 or not done.stdout.strip():
         return f"sinfo does not answer ({done.stderr.strip()}); run .ci/slurm.sh start"
     return None
-
-
-def worker_jobs() -> list[str]:
-    """Ids of echodataflow's worker jobs in the queue, in any state."""
-    done = subprocess.run(
-        ["squeue", "-h", "-n", JOB_NAME, "-o", "%i %T"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
-
-
-def wait_no_jobs(timeout: float = 30.0) -> list[str]:
-    """Wait until no worker job is queued (completing jobs leave within seconds)."""
-    deadline = time.monotonic() + timeout
-    jobs = worker_jobs()
-    while jobs and time.monotonic() < deadline:
-        time.sleep(0.5)
-        jobs = worker_jobs()
-    return jobs
 
 
 @pytest.fixture(scope="session")
