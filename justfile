@@ -31,6 +31,22 @@ plan file *args:
 run file *args:
     {{bin}}/echodataflow run {{file}} {{args}}
 
+# Start a local Prefect server (SQLite in ~/.prefect, 127.0.0.1 only, telemetry off).
+server port="4200":
+    PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 {{bin}}/prefect server start --host 127.0.0.1 --port {{port}}
+
+# Create or update each service's work pool, queue and deployment (needs PREFECT_API_URL).
+deploy file *args:
+    {{bin}}/echodataflow deploy {{file}} {{args}}
+
+# Start a worker that runs the flow runs of a work pool (needs PREFECT_API_URL).
+worker pool *args:
+    DO_NOT_TRACK=1 {{bin}}/prefect worker start --pool {{pool}} {{args}}
+
+# Show deployed services, pools, queues, schedules and last runs.
+status:
+    {{bin}}/echodataflow status
+
 # Run the test suite (what CI runs).
 test *args:
     {{bin}}/python -m pytest {{args}}
