@@ -77,3 +77,7 @@ lock-image:
 # Start the local stack of compose.yaml (needs PREFECT_AUTH=user:password and `just image`).
 compose-up *args:
     docker compose up -d {{args}}
+
+# Time a full run of the example on the 10 Summer2017 files, then a re-run with nothing to do.
+bench-rerun *args:
+    {{bin}}/python benchmarks/rerun.py {{args}}

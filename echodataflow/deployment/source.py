@@ -146,9 +146,15 @@ def _time_key(file: RawFile) -> datetime:
 
 
 def extract_source(
-    source: Source, options: dict[str, Any], scheduled: datetime | None = None
+    source: Source,
+    options: dict[str, Any],
+    scheduled: datetime | None = None,
+    upcoming: list[str] | None = None,
 ) -> list[str]:
     """List a stage's source files, restricted to the time windows when configured.
+
+    ``upcoming`` adds files that do not exist yet but will (an earlier stage's
+    products, when a whole service is planned).
 
     Raises
     ------
@@ -157,6 +163,7 @@ def extract_source(
     """
     found = glob_all_files(source, options)
     paths = sorted({path for paths in found.values() for path in paths})
+    paths = sorted(set(paths) | set(upcoming or []))
     if source.window_options is None:
         return paths
     files = [RawFile(p, *parse_file_time(p, source.raw_regex)) for p in paths]

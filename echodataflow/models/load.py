@@ -114,26 +114,32 @@ def _validate[M: BaseModel](
         raise ConfigError(problems_from_validation(err, data, lines, file)) from err
 
 
-def parse_deployment(text: str, file: str = "<string>") -> Deployment:
+def parse_deployment(
+    text: str, file: str = "<string>", *, check_stages: bool = True
+) -> Deployment:
     """Validate deployment YAML text; see :func:`load_deployment`."""
     deployment, lines = _validate(Deployment, text, file)
+    from echodataflow.quality import check_quality
     from echodataflow.registry import check_steps
 
-    problems = check_steps(deployment, lines, file)
+    problems = check_steps(deployment, lines, file, check_stages=check_stages)
+    problems += check_quality(deployment, lines, file)
     if problems:
         raise ConfigError(problems)
     return deployment
 
 
-def load_deployment(path: str | Path) -> Deployment:
+def load_deployment(path: str | Path, *, check_stages: bool = True) -> Deployment:
     """Read and validate a deployment YAML file, steps and their parameters included.
+
+    ``check_stages=False`` skips importing the stage flows (and with them Prefect).
 
     Raises
     ------
     ConfigError
         With one located problem per bad key.
     """
-    return parse_deployment(_read(path), str(path))
+    return parse_deployment(_read(path), str(path), check_stages=check_stages)
 
 
 def load_logging(path: str | Path) -> LoggingConfig:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import xarray as xr
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 @dataclass
@@ -19,6 +20,7 @@ class ChainState:
     dataset: xr.Dataset | None = None
     product: str | None = None
     echodata_list: list[Any] = field(default_factory=list)
+    dataset_list: list[xr.Dataset] = field(default_factory=list)
 
 
 StepFunction = Callable[[ChainState, dict[str, Any]], ChainState]
@@ -28,14 +30,16 @@ StepFunction = Callable[[ChainState, dict[str, Any]], ChainState]
 class StepSpec:
     """A registered step.
 
-    ``target`` is the library function whose signature validates ``task_params``;
+    ``target`` is the library function whose signature validates ``task_params``
+    (or its dotted path, whose parameter names are cached per library version, so
+    that validating needs no import of the library);
     ``provided`` names the arguments the pipeline fills in itself; ``choices`` lists
     the accepted values of enumerated parameters.
     """
 
     name: str
     func: StepFunction
-    target: Callable[..., Any] | None
+    target: Callable[..., Any] | str | None
     provided: frozenset[str] = frozenset()
     required: frozenset[str] = frozenset()
     choices: dict[str, frozenset[Any]] = field(default_factory=dict)
