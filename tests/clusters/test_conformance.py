@@ -80,7 +80,7 @@ def test_a_failing_run_still_tears_the_backend_down(kind, request):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_cancelled_worker_job_is_replaced(no_jobs_left):
+def test_a_cancelled_worker_job_is_replaced(no_jobs_left, scratch_cwd):
     cluster = Cluster.model_validate({"type": "slurm", "workers": 1, "jobqueue": BATCH})
     with open_cluster(cluster) as client:
         client.wait_for_workers(1, timeout=120)
