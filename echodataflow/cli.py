@@ -28,6 +28,8 @@ console = Console()
 errors = Console(stderr=True)
 
 EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 1, 2, 3
+# The run report lists every product up to this many rows, then only failures.
+REPORT_ROWS = 100
 
 DeploymentFile = Annotated[Path, typer.Argument(help="Deployment YAML file.")]
 LoggingFile = Annotated[
@@ -233,8 +235,13 @@ def _print_report(report: Any) -> None:
     table = Table(title=f"service {report.service}")
     for column in ("stage", "product", "status", "seconds", "reason"):
         table.add_column(column)
+    # A survey makes thousands of products: past a screenful, list only failures.
+    rows = sum(len(stage.results) + len(stage.left_out) for stage in report.stages)
+    brief = rows > REPORT_ROWS
     for stage in report.stages:
         for result in stage.results:
+            if brief and result.status != "failed":
+                continue
             style = {"failed": "red", "written": "green"}.get(result.status, "")
             table.add_row(
                 stage.stage,
@@ -245,7 +252,12 @@ def _print_report(report: Any) -> None:
             )
         for path, reason in stage.left_out.items():
             table.add_row(stage.stage, Path(path).name, "left out", "", reason)
-    console.print(table)
+    if table.row_count or not brief:
+        console.print(table)
+    if brief:
+        console.print(
+            f"{rows} products and sources: only failures are listed", highlight=False
+        )
     console.print(report.summary(), markup=False, highlight=False)
 
 

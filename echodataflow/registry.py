@@ -8,6 +8,7 @@ can start a run with custom parameters cannot make a worker import arbitrary cod
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -35,10 +36,17 @@ _BUILTIN = {STEP_GROUP: {DEFAULT_STEP_MODULE}, STAGE_GROUP: {DEFAULT_STAGE_MODUL
 def allowed_modules(group: str) -> frozenset[str]:
     """Return the modules of ``group`` that may be imported in this process."""
     names = set(_BUILTIN[group])
-    names.update(ep.value.split(":")[0] for ep in entry_points(group=group))
+    names.update(_registered(group))
     extra = os.environ.get(ALLOW_ENV, "")
     names.update(name.strip() for name in extra.split(",") if name.strip())
     return frozenset(names)
+
+
+@functools.cache
+def _registered(group: str) -> frozenset[str]:
+    # Scanning every installed distribution's entry points takes tens of
+    # milliseconds, and a worker asks for each step of each file: scan once.
+    return frozenset(ep.value.split(":")[0] for ep in entry_points(group=group))
 
 
 def _import_registered(module: str, group: str) -> Any:

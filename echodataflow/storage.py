@@ -176,6 +176,15 @@ def exists(url: str, options: dict[str, Any]) -> bool:
     return bool(fs.exists(path))
 
 
+def write_empty_store(url: str, options: dict[str, Any]) -> None:
+    """Write a store that holds nothing but a marker file (a no-op step's product)."""
+    fs, path = filesystem(url, options)
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(path, exist_ok=True)
+    # Object stores have no empty folders: the marker makes the store exist.
+    fs.pipe_file(posixpath.join(path, ".edf-empty"), b"")
+
+
 def remove(url: str, options: dict[str, Any]) -> None:
     """Remove a file or a store at ``url`` if it exists."""
     fs, path = filesystem(url, options)

@@ -20,6 +20,7 @@ from echodataflow.exceptions import StepError
 from echodataflow.logs import LogLine, capture_lines
 from echodataflow.registry import step_spec
 from echodataflow.tasklib._spec import ChainState
+from echodataflow.tasklib.testing import EMPTY
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def _write(state: ChainState, job: ChainJob) -> None:
             state.echodata.to_zarr(
                 target, overwrite=True, output_storage_options=options
             )
+        elif state.product == EMPTY:
+            storage.write_empty_store(target, options)
         else:
             raise StepError(f"the steps of {job.product_url} produced nothing to write")
 
