@@ -78,6 +78,10 @@ lock-image:
 compose-up *args:
     docker compose up -d {{args}}
 
+# Benchmark against plain echopype (serial loop, process pool) and at survey scale; prints ratios and targets.
+bench *args:
+    {{bin}}/python benchmarks/bench.py {{args}}
+
 # Time a full run of the example on the 10 Summer2017 files, then a re-run with nothing to do.
 bench-rerun *args:
     {{bin}}/python benchmarks/rerun.py {{args}}
