@@ -227,7 +227,8 @@ def _apply(
     deployment_id = client.create_deployment(
         flow_id=flow_id,
         name=service.name,
-        description=service.description,
+        # Not None: the server would store the text "None" as the description.
+        description=service.description or "",
         tags=deployment_tags(service),
         parameters=flow_parameters(service, logging_dict),
         parameter_openapi_schema=_parameter_schema(),
