@@ -23,8 +23,13 @@ def _locked() -> dict[str, str]:
 
 def _installed(docker: Callable[..., str], image: str) -> dict[str, str]:
     lines = docker("run", "--rm", "--network", "none", image, *FREEZE).splitlines()
-    pins = dict(line.split("==", 1) for line in lines if "==" in line)
-    return {canonicalize_name(name): version for name, version in pins.items()}
+    # "name==version" for wheels; "name @ file:///..." for the project itself.
+    pins = [re.split(r"==| @ ", line, maxsplit=1) for line in lines if line.strip()]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def _dependencies(installed: dict[str, str]) -> dict[str, str]:
+    return {name: version for name, version in installed.items() if name not in OWN}
 
 
 def test_the_image_holds_exactly_the_locked_dependency_set(
@@ -32,7 +37,7 @@ def test_the_image_holds_exactly_the_locked_dependency_set(
 ) -> None:
     installed = _installed(docker_cli, run_image)
     assert {name for name in installed if name in OWN} == OWN
-    assert {k: v for k, v in installed.items() if k not in OWN} == _locked()
+    assert _dependencies(installed) == _locked()
 
 
 def test_the_image_runs_as_a_non_root_user_with_python_3_13(
@@ -51,11 +56,15 @@ def test_the_image_runs_as_a_non_root_user_with_python_3_13(
 def test_a_rebuild_from_the_same_lock_installs_the_same_versions(
     run_image: str, docker_cli: Callable[..., str], build_image: Callable[..., str]
 ) -> None:
-    # The build stage alone, without the layer cache: pip resolves the lock afresh.
+    # The dependency stage alone (echodataflow is added in the last stage), without
+    # the layer cache: pip installs the lock afresh.
     rebuilt = build_image(
         "echodataflow:test-rebuild", "--no-cache", "--target", "build"
     )
     try:
-        assert _installed(docker_cli, rebuilt) == _installed(docker_cli, run_image)
+        again = _dependencies(_installed(docker_cli, rebuilt))
+        first = _dependencies(_installed(docker_cli, run_image))
+        assert again == first
+        assert again == _locked()
     finally:
         docker_cli("image", "rm", "echodataflow:test-rebuild")
