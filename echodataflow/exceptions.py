@@ -61,13 +61,13 @@ class StepError(EchodataflowError, RuntimeError):
     """A processing step failed on one raw file."""
 
 
-class ClusterError(EchodataflowError, RuntimeError):
-    """A Dask cluster cannot be started, e.g. its backend's extra is not installed."""
-
-
 class DeployError(EchodataflowError, RuntimeError):
     """A service, work pool or queue cannot be created or updated on Prefect."""
 
 
 class ServerUnreachableError(DeployError):
     """The Prefect API is not configured or does not answer."""
+
+
+class ClusterError(EchodataflowError, RuntimeError):
+    """A Dask cluster cannot be started, e.g. its backend's extra is not installed."""

@@ -24,13 +24,21 @@ from echodataflow.models.deployment import (
     Deployment,
     Stage,
 )
+from echodataflow.tasklib._signatures import parameter_names
 from echodataflow.tasklib._spec import StepSpec
 
 STEP_GROUP = "echodataflow.steps"
 STAGE_GROUP = "echodataflow.stages"
 ALLOW_ENV = "ECHODATAFLOW_ALLOWED_MODULES"
 
-_BUILTIN = {STEP_GROUP: {DEFAULT_STEP_MODULE}, STAGE_GROUP: {DEFAULT_STAGE_MODULE}}
+# Custom data-quality checks (echodataflow.quality) are allowed the same way.
+CHECK_GROUP = "echodataflow.checks"
+
+_BUILTIN = {
+    STEP_GROUP: {DEFAULT_STEP_MODULE},
+    STAGE_GROUP: {DEFAULT_STAGE_MODULE},
+    CHECK_GROUP: {"echodataflow.quality"},
+}
 
 
 def allowed_modules(group: str) -> frozenset[str]:
@@ -104,6 +112,8 @@ def stage_flow(module: str, name: str) -> Callable[..., Any]:
 def _accepted(spec: StepSpec) -> frozenset[str]:
     if spec.target is None:
         return spec.extra
+    if isinstance(spec.target, str):
+        return frozenset((parameter_names(spec.target) - spec.provided) | spec.extra)
     parameters = inspect.signature(spec.target).parameters.values()
     named = {
         p.name
@@ -118,11 +128,12 @@ def check_params(
 ) -> list[tuple[str | None, str]]:
     """Check ``task_params`` against a step's signature; return (key, problem) pairs."""
     accepted = _accepted(spec)
-    target = (
-        ""
-        if spec.target is None
-        else f" of {spec.target.__module__}.{spec.target.__name__}"
-    )
+    if spec.target is None:
+        target = ""
+    elif isinstance(spec.target, str):
+        target = f" of {spec.target}"
+    else:
+        target = f" of {spec.target.__module__}.{spec.target.__name__}"
     problems: list[tuple[str | None, str]] = []
     for key in params:
         if key in spec.provided:
@@ -179,9 +190,17 @@ def _check_chain(stage: Stage, specs: list[StepSpec]) -> list[tuple[int, str]]:
 
 
 def check_steps(
-    deployment: Deployment, lines: dict[KeyPath, int], file: str
+    deployment: Deployment,
+    lines: dict[KeyPath, int],
+    file: str,
+    *,
+    check_stages: bool = True,
 ) -> list[Problem]:
-    """Check every stage's flow, step names, parameters and step order."""
+    """Check every stage's flow, step names, parameters and step order.
+
+    ``check_stages=False`` leaves the stage flows unchecked: importing them imports
+    Prefect (seconds), which ``plan`` and an up-to-date ``run`` never need.
+    """
     problems: list[Problem] = []
 
     def add(path: KeyPath, message: str) -> None:
@@ -192,7 +211,8 @@ def check_steps(
         for g, stage in enumerate(service.stages):
             stage_path: KeyPath = ("services", s, "stages", g)
             try:
-                stage_flow(stage.module, stage.name)
+                if check_stages:
+                    stage_flow(stage.module, stage.name)
             except RegistryError as err:
                 unregistered = stage.module not in allowed_modules(STAGE_GROUP)
                 add((*stage_path, "module" if unregistered else "name"), str(err))

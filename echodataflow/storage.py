@@ -6,6 +6,7 @@ place last, so a crash never leaves a store under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import posixpath
@@ -107,19 +108,22 @@ def for_url(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """Return ``options`` with echodataflow's defaults for the storage of ``url``.
 
     On S3 that is the retry policy (:data:`S3_RETRIES`) unless the options set
-    ``config_kwargs.retries`` themselves. Pass the result to any library that
-    opens ``url`` (xarray, echopype, zarr); other URLs get ``options`` unchanged.
+    ``config_kwargs.retries`` themselves, and no listing cache. Pass the result
+    to any library that opens ``url`` (xarray, echopype, zarr); other URLs get
+    ``options`` unchanged.
     """
     if not is_s3(url):
         return options
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("retries", dict(S3_RETRIES))
-    return {**options, "config_kwargs": config}
+    # s3fs keeps listings per process; a long-lived worker must see new raw files
+    # and other processes' products and records, so listings are never reused.
+    return {"use_listings_cache": False, **options, "config_kwargs": config}
 
 
 def filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     """Return the fsspec filesystem for ``url`` and the path inside it."""
-    fs, path = url_to_fs(url, **options)
+    fs, path = url_to_fs(url, **for_url(url, options))
     return fs, str(path)
 
 
@@ -160,15 +164,57 @@ def glob(pattern: str, options: dict[str, Any]) -> list[str]:
         )
     except (OSError, ValueError) as err:
         raise StorageError(f"cannot list {pattern!r}: {err}") from err
-    return sorted({_with_protocol(fs, match) for match in matches})
+    return sorted(
+        {_with_protocol(fs, match) for match in matches if not is_hidden(match)}
+    )
+
+
+def is_hidden(path: str) -> bool:
+    """Return whether ``path`` is echodataflow's own bookkeeping, never a product.
+
+    Half-written stores (``.name.partial-*``) and the ledger and quality folders
+    (``.edf-*``) must never be taken for sources or products, whatever the glob.
+    """
+    parts = path.rstrip("/").split("/")
+    return any(PARTIAL_MARK in part or part.startswith(".edf-") for part in parts)
+
+
+# Keys fsspec file systems use for a content identity, strongest first.
+_IDENTITY_KEYS = ("ETag", "etag", "md5Hash", "crc32c")
+_TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified")
+
+
+def _stamp(info: dict[str, Any]) -> str:
+    for key in _IDENTITY_KEYS + _TIME_KEYS:
+        if info.get(key) is not None:
+            return f"{key}={info[key]}"
+    return ""
 
 
 def fingerprint(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Return what identifies a file's content cheaply: size and mtime, or ETag."""
+    """Return what identifies a file's content cheaply: size and mtime, or ETag.
+
+    A folder (a zarr store that no echodataflow stage made) is fingerprinted by
+    its files' total size and their stamps, since a folder's own mtime does not
+    change when a file inside it is rewritten.
+
+    Raises
+    ------
+    StorageError
+        When the file cannot be read.
+    """
     fs, path = filesystem(url, options)
-    info = fs.info(path)
-    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified")
-    return {"size": info.get("size"), "stamp": str(stamp)}
+    try:
+        info = fs.info(path)
+        if info.get("type") != "directory":
+            return {"size": info.get("size"), "stamp": _stamp(info)}
+        found = fs.find(path, detail=True)
+    except (OSError, ValueError) as err:
+        raise StorageError(f"cannot read {url!r}: {err}") from err
+    stamps = sorted(f"{name}:{_stamp(item)}" for name, item in found.items())
+    digest = hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+    size = sum(int(item.get("size") or 0) for item in found.values())
+    return {"size": size, "stamp": f"files={len(found)} sha256={digest}"}
 
 
 def fingerprints(urls: list[str], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -182,7 +228,7 @@ def fingerprints(urls: list[str], options: dict[str, Any]) -> dict[str, dict[str
     Raises
     ------
     StorageError
-        When a folder cannot be listed.
+        When a folder or a file cannot be read.
     """
     by_folder: dict[str, list[str]] = {}
     for url in dict.fromkeys(urls):
@@ -205,10 +251,7 @@ def fingerprints(urls: list[str], options: dict[str, Any]) -> dict[str, dict[str
             if info is None or info.get("type") != "file":
                 found[url] = fingerprint(url, options)
             else:
-                stamp = (
-                    info.get("ETag") or info.get("mtime") or info.get("LastModified")
-                )
-                found[url] = {"size": info.get("size"), "stamp": str(stamp)}
+                found[url] = {"size": info.get("size"), "stamp": _stamp(info)}
     return found
 
 
@@ -278,8 +321,13 @@ def commit_store(
     """
     fs, path = filesystem(url, options)
     if not isinstance(fs, LocalFileSystem):
-        remove(url, options)
-        write(url)
+        try:
+            remove(url, options)
+            write(url)
+        except OSError as err:
+            # Transient faults were retried already (S3_RETRIES): this one stays.
+            raise StorageError(f"cannot write {url!r}: {err}") from err
+        log.debug("wrote %s in place", url)
         return
     parent, name = posixpath.split(path)
     fs.makedirs(parent, exist_ok=True)
@@ -302,14 +350,31 @@ def commit_store(
     log.debug("committed %s", url)
 
 
+def put_tree(local: str, url: str, options: dict[str, Any]) -> None:
+    """Upload the folder ``local`` so that its contents appear under ``url``."""
+    fs, path = filesystem(url, options)
+    # The trailing slash copies the folder's contents, not the folder, into path.
+    fs.put(local.rstrip("/") + "/", path, recursive=True)
+
+
 def remove_partials(folder: str, options: dict[str, Any]) -> int:
-    """Remove stores left half-written by an interrupted run; return how many."""
+    """Remove stores left half-written by an interrupted run; return how many.
+
+    Looks in ``folder`` and in its ledger folder (``.edf-ledger``), whose records
+    are written the same way.
+    """
     fs, path = filesystem(folder, options)
     if not fs.exists(path):
         return 0
-    partials = [
-        p for p in fs.ls(path, detail=False) if PARTIAL_MARK in posixpath.basename(p)
-    ]
+    partials: list[str] = []
+    for where in (path, posixpath.join(path, ".edf-ledger")):
+        if where != path and not fs.exists(where):
+            continue
+        partials.extend(
+            p
+            for p in fs.ls(where, detail=False)
+            if PARTIAL_MARK in posixpath.basename(p.rstrip("/"))
+        )
     for partial in partials:
         fs.rm(partial, recursive=True)
     return len(partials)

@@ -3,15 +3,16 @@
 It lists and groups the stage's source files, decides from the ledger which
 products are missing or stale, and runs one Prefect task per product. Each task
 hands its chain of steps to the Dask cluster and waits, so the work fans out over
-the cluster while Prefect records one task run per raw file (or group).
+the cluster while Prefect records one task run per raw file (or group). Above a few
+hundred products one Prefect task runs a batch of them (``batch.py``), so a survey
+of thousands of files does not spend minutes creating task runs.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed import Client
@@ -21,118 +22,24 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from echodataflow import ledger, storage
 from echodataflow.clusters import client_for
-from echodataflow.deployment.report import ProductResult, RunContext, StageReport
-from echodataflow.deployment.source import (
-    club_raw_files,
-    extract_source,
-    parse_raw_paths,
-    stem,
+from echodataflow.deployment import batch
+from echodataflow.deployment.plan import (
+    PlannedJob,
+    plan_stage,
 )
+from echodataflow.deployment.report import ProductResult, RunContext, StageReport
 from echodataflow.logs import replay
 from echodataflow.models.deployment import Stage
-from echodataflow.registry import step_spec
-from echodataflow.tasklib.runner import ChainJob, ChainOutcome, StepCall, run_chain
+from echodataflow.quality import write_results
+from echodataflow.tasklib.runner import ChainJob, ChainOutcome, run_chain
 
 log = logging.getLogger(__name__)
-
-_PRODUCT_KINDS = ("Sv", "TS", "MVBS", "NASC", "echodata")
 
 # Called with (stage name, number of products to make) and (stage name, result).
 StartListener = Callable[[str, int], None]
 DoneListener = Callable[[str, ProductResult], None]
 START_LISTENERS: list[StartListener] = []
 DONE_LISTENERS: list[DoneListener] = []
-
-
-@dataclass(frozen=True)
-class PlannedJob:
-    """A product, the job that makes it, and whether it must run."""
-
-    job: ChainJob
-    inputs: dict[str, dict[str, Any]]
-    steps: list[dict[str, Any]]
-    decision: ledger.Decision
-
-
-def product_kind(stage: Stage) -> str:
-    """Return the kind of product the stage's last producing step makes."""
-    kinds = [step_spec(t.module, t.name).product for t in stage.tasks]
-    named = [kind for kind in kinds if kind is not None]
-    return named[-1] if named else "dataset"
-
-
-def product_key(source: str) -> str:
-    """Return a product's name stem: its source file's, less an earlier kind."""
-    key = stem(source)
-    for kind in _PRODUCT_KINDS:
-        if key.endswith(f"_{kind}"):
-            return key.removesuffix(f"_{kind}")
-    return key
-
-
-def _has_group_step(stage: Stage) -> bool:
-    return any(step_spec(t.module, t.name).scope == "group" for t in stage.tasks)
-
-
-def plan_stage(
-    stage: Stage, context: RunContext
-) -> tuple[list[PlannedJob], dict[str, str]]:
-    """List, group and fingerprint the stage's sources; decide each product.
-
-    Returns the planned jobs and the source files left out, with reasons. Nothing is
-    written: ``echodataflow plan`` prints exactly this.
-    """
-    source_options = storage.resolve_storage_options(stage.source.storage_options)
-    dest_options = storage.resolve_storage_options(stage.destination.storage_options)
-    group_options = storage.resolve_storage_options(
-        stage.group.storage_options if stage.group else None
-    )
-    paths = extract_source(stage.source, source_options, context.scheduled)
-    groups, left_out = parse_raw_paths(
-        paths,
-        stage.source,
-        stage.group,
-        group_options or source_options,
-        stage.options,
-        context.scheduled,
-    )
-    clubbed = club_raw_files(groups, stage.source)
-    kind = product_kind(stage)
-    calls = [StepCall(t.module, t.name, dict(t.task_params)) for t in stage.tasks]
-    steps = [{"name": c.name, "module": c.module, "params": c.params} for c in calls]
-
-    if _has_group_step(stage):
-        members = {name: list(files) for name, files in clubbed.items()}
-    else:
-        ordered = [path for files in clubbed.values() for path in files]
-        members = {product_key(path): [path] for path in dict.fromkeys(ordered)}
-
-    planned = []
-    for key, sources in members.items():
-        product_url = storage.join(stage.destination.path, f"{key}_{kind}.zarr")
-        inputs = {s: storage.fingerprint(s, source_options) for s in sources}
-        job = ChainJob(
-            sources=sources,
-            steps=calls,
-            product_url=product_url,
-            source_options=source_options,
-            destination_options=dest_options,
-            attrs={
-                "edf_source_files": [
-                    posixpath.basename(s.rstrip("/")) for s in sources
-                ],
-                "edf_steps": steps,
-                "edf_versions": ledger.versions(),
-                "edf_image": ledger.image() or "",
-                "edf_run_id": context.run_id,
-            },
-        )
-        if context.force or not stage.options.use_offline:
-            decision = ledger.Decision(True, "forced")
-        else:
-            decision = ledger.decide(product_url, inputs, steps, dest_options)
-        planned.append(PlannedJob(job, inputs, steps, decision))
-    return planned, left_out
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -153,7 +60,13 @@ def _product_name(job: ChainJob) -> str:
     return posixpath.basename(job.product_url)
 
 
-def _record(planned: PlannedJob, context: RunContext, state: str, reason: str) -> None:
+def _record(
+    planned: PlannedJob,
+    context: RunContext,
+    state: str,
+    reason: str,
+    quality: dict[str, Any] | None = None,
+) -> None:
     ledger.write_record(
         planned.job.product_url,
         state=state,
@@ -162,6 +75,7 @@ def _record(planned: PlannedJob, context: RunContext, state: str, reason: str) -
         run_id=context.run_id,
         options=planned.job.destination_options,
         reason=reason,
+        quality=quality,
     )
 
 
@@ -175,6 +89,10 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
     """Make every missing or stale product of one stage; one task per product."""
     logger = get_run_logger()
     report = StageReport(stage=stage.name, destination=stage.destination.path)
+    dest_options = storage.resolve_storage_options(stage.destination.storage_options)
+    removed = storage.remove_partials(stage.destination.path, dest_options)
+    if removed:
+        logger.warning("removed %d half-written stores of an interrupted run", removed)
     planned, report.left_out = plan_stage(stage, context)
     for path, reason in report.left_out.items():
         logger.warning("left out %s: %s", path, reason)
@@ -199,33 +117,27 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
     for listener in START_LISTENERS:
         listener(stage.name, len(todo))
 
-    options: dict[str, Any] = {
-        "retries": stage.prefect_config.retries,
-        "retry_delay_seconds": stage.prefect_config.retry_delay_seconds,
-    }
-    if stage.prefect_config.timeout_seconds is not None:
-        options["timeout_seconds"] = stage.prefect_config.timeout_seconds
-    runner = process_file.with_options(**options)
-    futures = {
-        runner.with_options(task_run_name=_product_name(p.job)).submit(
-            p.job, scheduler
-        ): p
-        for p in todo
-    }
-    for future, p in futures.items():
-        future.wait()
-        if future.state.is_completed():
-            outcome: ChainOutcome = future.result()
-            _record(p, context, "done", "")
+    if len(todo) > batch.PER_FILE_TASKS_UP_TO:
+        # Thousands of Prefect task runs cost minutes: run batches of products.
+        finished = batch.run_batches(
+            [p.job for p in todo], scheduler, batch.FilePolicy.of(stage.prefect_config)
+        )
+    else:
+        finished = _per_file(todo, stage, scheduler)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for index, outcome, reason in finished:
+        p = todo[index]
+        if outcome is not None:
+            verdict = _quality_verdict(stage, outcome, verdicts)
+            _record(p, context, "done", "", verdict)
             result = ProductResult(
                 product=_product_name(p.job),
                 sources=p.job.sources,
                 status="written",
-                reason=p.decision.why,
+                reason=p.decision.why + _quality_note(verdict),
                 seconds=outcome.seconds,
             )
         else:
-            reason = _failure_reason(future.state)
             _record(p, context, "failed", reason)
             logger.error("FAILED %s: %s", ", ".join(p.job.sources), reason)
             result = ProductResult(
@@ -236,7 +148,61 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
             )
         report.results.append(result)
         _notify(stage.name, result)
+    if stage.data_quality is not None and verdicts:
+        url = write_results(
+            stage.data_quality,
+            stage.destination.path,
+            stage.name,
+            context.run_id,
+            verdicts,
+        )
+        failed = sorted(name for name, v in verdicts.items() if not v["passed"])
+        if failed:
+            logger.warning("data-quality checks failed on %s (%s)", failed, url)
     return report
+
+
+def _quality_verdict(
+    stage: Stage, outcome: ChainOutcome, verdicts: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    if outcome.quality is None or stage.data_quality is None:
+        return None
+    verdict = {
+        **outcome.quality,
+        "block_downstream": stage.data_quality.block_downstream,
+    }
+    verdicts[posixpath.basename(outcome.product_url)] = verdict
+    return verdict
+
+
+def _quality_note(verdict: dict[str, Any] | None) -> str:
+    if verdict is None or verdict["passed"]:
+        return ""
+    blocked = " (blocked downstream)" if verdict["block_downstream"] else ""
+    return f"; failed checks: {', '.join(verdict['failed'])}{blocked}"
+
+
+def _per_file(
+    todo: list[PlannedJob], stage: Stage, scheduler: str
+) -> Iterator[batch.Finished]:
+    """One Prefect task per product, retried and timed out by Prefect."""
+    options: dict[str, Any] = {
+        "retries": stage.prefect_config.retries,
+        "retry_delay_seconds": stage.prefect_config.retry_delay_seconds,
+    }
+    if stage.prefect_config.timeout_seconds is not None:
+        options["timeout_seconds"] = stage.prefect_config.timeout_seconds
+    runner = process_file.with_options(**options)
+    futures = [
+        runner.with_options(task_run_name=_product_name(p.job)).submit(p.job, scheduler)
+        for p in todo
+    ]
+    for index, future in enumerate(futures):
+        future.wait()
+        if future.state.is_completed():
+            yield batch.Finished(index, future.result())
+        else:
+            yield batch.Finished(index, None, _failure_reason(future.state))
 
 
 def _failure_reason(state: Any) -> str:

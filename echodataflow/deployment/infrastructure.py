@@ -59,19 +59,22 @@ def docker_pool(workpool: Workpool) -> PoolSpec:
             f"work pool {workpool.name!r} is a docker pool: "
             "install echodataflow[docker]"
         ) from err
+    from echodataflow.deployment.docker_pool import docker_job_template
+
     template = _with_defaults(DockerWorker.get_default_base_job_template(), workpool)
-    if workpool.image is not None:
-        template["variables"]["properties"]["image"]["default"] = workpool.image
-    return "docker", template
+    # The pinned image and the typed workpool.docker settings (issue #7).
+    return "docker", docker_job_template(workpool, template)
 
 
 def hpc_pool(workpool: Workpool) -> PoolSpec:
     """Return the pool of a worker that runs as a SLURM or PBS job.
 
-    The job template that wraps each run in the pinned Apptainer image comes with
-    the HPC issues; until then the runs start as plain processes on the node.
+    The worker is a process worker (``hpc/*/prefect-worker.*``); its template runs
+    each flow run through ``apptainer exec`` in the pinned image, when one is set.
     """
-    return "process", process_pool(workpool)[1]
+    from echodataflow.deployment.hpc_templates import hpc_base_job_template
+
+    return "process", _with_defaults(hpc_base_job_template(workpool.image), workpool)
 
 
 TEMPLATES: dict[str, Callable[[Workpool], PoolSpec]] = {

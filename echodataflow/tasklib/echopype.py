@@ -13,14 +13,17 @@ import io
 import logging
 from typing import Any
 
-import echopype as ep
-from echopype.calibrate import api as calibrate_api
-from echopype.core import SONAR_MODELS
-
+from echodataflow import storage
+from echodataflow.tasklib._signatures import mapping_keys
 from echodataflow.tasklib._spec import ChainState, StepSpec
 from echodataflow.tasklib.simrad import SIMRAD_MODELS, check_complete
 
 log = logging.getLogger(__name__)
+
+# echopype is imported by each step, where it runs: validating and planning need
+# only the names below, cached per echopype version (tasklib/_signatures.py),
+# and importing echopype costs seconds.
+SONAR_MODELS = mapping_keys("echopype.core.SONAR_MODELS")
 
 EK80_MODELS = frozenset({"EK80", "ES80", "EA640"})
 
@@ -41,7 +44,9 @@ def edf_open_raw(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Open one raw file (EK60, EK80, AZFP with its XML, AD2CP) as EchoData."""
     (source,) = state.sources
     log.debug("open_raw %s %s", source, params)
-    options = state.storage_options or None
+    import echopype as ep
+
+    options = storage.for_url(source, state.storage_options) or None
     if params.get("sonar_model") in SIMRAD_MODELS:
         # echopype silently keeps the pings before a cut; refuse the file instead.
         check_complete(source, options or {})
@@ -55,9 +60,13 @@ def edf_open_raw(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_open_converted(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Open an EchoData zarr store written by an earlier stage."""
+    import echopype as ep
+
     (source,) = state.sources
     state.echodata = ep.open_converted(
-        source, storage_options=state.storage_options or None, **params
+        source,
+        storage_options=storage.for_url(source, state.storage_options) or None,
+        **params,
     )
     state.product = "echodata"
     return state
@@ -67,6 +76,8 @@ def edf_combine_echodata(state: ChainState, params: dict[str, Any]) -> ChainStat
     """Combine the group's EchoData objects, in time order, into one."""
     if not state.echodata_list:
         raise ValueError("edf_combine_echodata needs EchoData: put edf_open_raw first")
+    import echopype as ep
+
     state.echodata = ep.combine_echodata(state.echodata_list, **params)
     state.echodata_list = []
     state.product = "echodata"
@@ -75,6 +86,8 @@ def edf_combine_echodata(state: ChainState, params: dict[str, Any]) -> ChainStat
 
 def edf_compute_Sv(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Calibrate backscatter into volume backscattering strength (Sv)."""
+    import echopype as ep
+
     echodata = _require_echodata(state, "edf_compute_Sv")
     state.dataset = ep.calibrate.compute_Sv(echodata, **params).compute()
     state.product = "Sv"
@@ -83,6 +96,8 @@ def edf_compute_Sv(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_compute_TS(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Calibrate backscatter into target strength (TS)."""
+    import echopype as ep
+
     echodata = _require_echodata(state, "edf_compute_TS")
     state.dataset = ep.calibrate.compute_TS(echodata, **params).compute()
     state.product = "TS"
@@ -91,6 +106,8 @@ def edf_compute_TS(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_add_depth(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Add a depth coordinate to the Sv dataset."""
+    import echopype as ep
+
     dataset = _require_dataset(state, "edf_add_depth")
     state.dataset = ep.consolidate.add_depth(dataset, echodata=state.echodata, **params)
     return state
@@ -98,6 +115,8 @@ def edf_add_depth(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_add_location(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Add latitude and longitude, interpolated to ping times, to the Sv dataset."""
+    import echopype as ep
+
     dataset = _require_dataset(state, "edf_add_location")
     echodata = _require_echodata(state, "edf_add_location")
     state.dataset = ep.consolidate.add_location(dataset, echodata=echodata, **params)
@@ -106,6 +125,8 @@ def edf_add_location(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_compute_MVBS(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Grid Sv into mean volume backscattering strength (MVBS) bins."""
+    import echopype as ep
+
     dataset = _require_dataset(state, "edf_compute_MVBS")
     state.dataset = ep.commongrid.compute_MVBS(dataset, **params).compute()
     state.product = "MVBS"
@@ -114,9 +135,40 @@ def edf_compute_MVBS(state: ChainState, params: dict[str, Any]) -> ChainState:
 
 def edf_compute_NASC(state: ChainState, params: dict[str, Any]) -> ChainState:
     """Integrate Sv into nautical area scattering coefficients (NASC)."""
+    import echopype as ep
+
     dataset = _require_dataset(state, "edf_compute_NASC")
     state.dataset = ep.commongrid.compute_NASC(dataset, **params).compute()
     state.product = "NASC"
+    return state
+
+
+def edf_combine_Sv(state: ChainState, params: dict[str, Any]) -> ChainState:
+    """Concatenate the group's Sv datasets (earlier stage's products) in time order.
+
+    Lets a later stage grid a whole group or time window at once, e.g. MVBS per
+    transect from per-file Sv stores. Variables without ``ping_time`` are taken
+    from the first dataset; ranges of different length are padded with NaN.
+    """
+    if not state.dataset_list:
+        raise ValueError("edf_combine_Sv needs Sv datasets: read an earlier stage's Sv")
+    import xarray as xr
+
+    combined = xr.concat(
+        state.dataset_list,
+        dim="ping_time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
+    # Loaded into memory: gridding a lazy concatenation of stores whose chunks
+    # differ in length failed now and then inside xarray's groupby (sizes of
+    # ping_time in conflict). A group's Sv must fit in a worker's memory.
+    state.dataset = combined.sortby("ping_time").compute()
+    state.dataset_list = []
+    state.product = "Sv"
     return state
 
 
@@ -141,10 +193,10 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "edf_open_raw",
             edf_open_raw,
-            ep.open_raw,
+            "echopype.open_raw",
             provided=frozenset({"raw_file", "storage_options"}),
             required=frozenset({"sonar_model"}),
-            choices={"sonar_model": frozenset(SONAR_MODELS)},
+            choices={"sonar_model": SONAR_MODELS},
             product="echodata",
             needs="raw",
             check=_check_open_raw,
@@ -159,16 +211,24 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "edf_combine_echodata",
             edf_combine_echodata,
-            ep.combine_echodata,
+            "echopype.combine_echodata",
             provided=frozenset({"echodata_list"}),
             scope="group",
             product="echodata",
             needs="echodata",
         ),
         StepSpec(
+            "edf_combine_Sv",
+            edf_combine_Sv,
+            None,
+            scope="group",
+            product="Sv",
+            needs="dataset",
+        ),
+        StepSpec(
             "edf_compute_Sv",
             edf_compute_Sv,
-            calibrate_api._compute_cal,
+            "echopype.calibrate.api._compute_cal",
             provided=frozenset({"echodata", "cal_type"}),
             choices=_CALIBRATION_CHOICES,
             product="Sv",
@@ -177,7 +237,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "edf_compute_TS",
             edf_compute_TS,
-            calibrate_api._compute_cal,
+            "echopype.calibrate.api._compute_cal",
             provided=frozenset({"echodata", "cal_type"}),
             choices=_CALIBRATION_CHOICES,
             product="TS",
@@ -186,21 +246,21 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "edf_add_depth",
             edf_add_depth,
-            ep.consolidate.add_depth,
+            "echopype.consolidate.add_depth",
             provided=frozenset({"ds", "echodata"}),
             needs="dataset",
         ),
         StepSpec(
             "edf_add_location",
             edf_add_location,
-            ep.consolidate.add_location,
+            "echopype.consolidate.add_location",
             provided=frozenset({"ds", "echodata"}),
             needs="dataset",
         ),
         StepSpec(
             "edf_compute_MVBS",
             edf_compute_MVBS,
-            ep.commongrid.compute_MVBS,
+            "echopype.commongrid.compute_MVBS",
             provided=frozenset({"ds_Sv"}),
             choices={"range_var": frozenset({"echo_range", "depth"})},
             product="MVBS",
@@ -209,7 +269,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "edf_compute_NASC",
             edf_compute_NASC,
-            ep.commongrid.compute_NASC,
+            "echopype.commongrid.compute_NASC",
             provided=frozenset({"ds_Sv"}),
             product="NASC",
             needs="dataset",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import posixpath
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import xarray as xr
-
-from echodataflow import storage
+from echodataflow import ledger, storage
 from echodataflow.exceptions import StepError
 from echodataflow.logs import LogLine, capture_lines
 from echodataflow.registry import step_spec
@@ -48,6 +49,7 @@ class ChainJob:
     source_options: dict[str, Any] = field(default_factory=dict, repr=False)
     destination_options: dict[str, Any] = field(default_factory=dict, repr=False)
     attrs: dict[str, Any] = field(default_factory=dict)
+    checks: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,20 @@ class ChainOutcome:
     product: str | None
     seconds: float
     logs: list[LogLine] = field(default_factory=list)
+    quality: dict[str, Any] | None = None
 
 
 def _initial_state(job: ChainJob, first_needs: str) -> ChainState:
     state = ChainState(sources=list(job.sources), storage_options=job.source_options)
     if first_needs == "dataset" and len(job.sources) == 1:
         # The stage reads an earlier stage's product (e.g. Sv) instead of raw files.
-        state.dataset = xr.open_zarr(job.sources[0], storage_options=job.source_options)
+        import xarray as xr  # here: planning imports this module and needs no xarray
+
+        state.dataset = xr.open_zarr(
+            job.sources[0],
+            storage_options=storage.for_url(job.sources[0], job.source_options) or None,
+            consolidated=False,
+        )
         state.product = "dataset"
     return state
 
@@ -89,8 +98,10 @@ def _run_steps(job: ChainJob) -> ChainState:
             state = _run_step(call, state, job.sources[0])
         return state
 
-    # Steps before the group step run file by file; their EchoData are combined.
+    # Steps before the group step run file by file; their EchoData (or datasets,
+    # when the stage reads an earlier stage's products) are combined.
     echodata_list = []
+    dataset_list = []
     for source in job.sources:
         state = _initial_state(
             ChainJob([source], job.steps[:split], job.product_url, job.source_options),
@@ -98,11 +109,15 @@ def _run_steps(job: ChainJob) -> ChainState:
         )
         for call in job.steps[:split]:
             state = _run_step(call, state, source)
-        echodata_list.append(state.echodata)
+        if state.echodata is not None:
+            echodata_list.append(state.echodata)
+        if state.dataset is not None:
+            dataset_list.append(state.dataset)
     state = ChainState(
         sources=list(job.sources),
         storage_options=job.source_options,
         echodata_list=echodata_list,
+        dataset_list=dataset_list,
     )
     where = f"group of {len(job.sources)} files"
     for call in job.steps[split:]:
@@ -120,18 +135,37 @@ def _write(state: ChainState, job: ChainJob) -> None:
             # Zarr v3 has no consolidated metadata in its specification; readers
             # that want it fall back to listing, so none is written.
             dataset.to_zarr(
-                target, mode="w", consolidated=False, storage_options=options or None
+                target,
+                mode="w",
+                consolidated=False,
+                storage_options=storage.for_url(target, options) or None,
             )
         elif state.echodata is not None:
-            state.echodata.to_zarr(
-                target, overwrite=True, output_storage_options=options
-            )
+            _write_echodata(state.echodata, target, options)
         elif state.product == EMPTY:
             storage.write_empty_store(target, options)
         else:
             raise StepError(f"the steps of {job.product_url} produced nothing to write")
 
+    # A done record must never describe a store that is being replaced: on object
+    # storage the old store is deleted and the new one written in place.
+    ledger.mark_writing(job.product_url, options)
     storage.commit_store(job.product_url, write, options)
+
+
+def _write_echodata(echodata: Any, target: str, options: dict[str, Any]) -> None:
+    if storage.is_local(target):
+        echodata.to_zarr(target, overwrite=True)
+        return
+    # echopype 0.12's EchoData.to_zarr drops the protocol of an s3:// URL and
+    # silently writes a local folder instead. Writing with echopype's own writer to
+    # a local temporary folder and uploading it keeps the store identical to a
+    # disk run's (same groups, encodings, chunks), and the upload goes through
+    # storage with its retry policy.
+    with tempfile.TemporaryDirectory(prefix="edf-echodata-") as folder:
+        local = os.path.join(folder, posixpath.basename(target.rstrip("/")))
+        echodata.to_zarr(local, overwrite=True)
+        storage.put_tree(local, target, options)
 
 
 def _attr(value: Any) -> Any:
@@ -153,6 +187,7 @@ def run_chain(job: ChainJob) -> ChainOutcome:
         try:
             state = _run_steps(job)
             _write(state, job)
+            quality = _quality(state, job)
         except Exception as err:
             # The lines travel with the error (pickled with its __dict__), so the
             # flow run shows what the worker logged before it failed.
@@ -161,5 +196,19 @@ def run_chain(job: ChainJob) -> ChainOutcome:
         seconds = time.perf_counter() - started
         log.info("wrote %s in %.1f s", job.product_url, seconds)
     return ChainOutcome(
-        list(job.sources), job.product_url, state.product, seconds, logs=list(lines)
+        list(job.sources),
+        job.product_url,
+        state.product,
+        seconds,
+        logs=list(lines),
+        quality=quality,
     )
+
+
+def _quality(state: ChainState, job: ChainJob) -> dict[str, Any] | None:
+    """Run the stage's data-quality checks on the dataset just committed."""
+    if not job.checks:
+        return None
+    from echodataflow.quality import run_checks
+
+    return run_checks(state.dataset, job.checks)

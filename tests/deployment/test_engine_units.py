@@ -111,6 +111,16 @@ def test_hpc_pools_are_routed_to_a_pool_of_their_own(kind: str) -> None:
     assert infrastructure.pool_spec(Workpool(type=kind))[0] == "process"
 
 
+def test_an_hpc_pool_with_an_image_runs_each_flow_run_through_apptainer() -> None:
+    kind, template = infrastructure.pool_spec(
+        Workpool(type="slurm", image="/shared/images/echodataflow.sif")
+    )
+    properties = template["variables"]["properties"]
+    assert kind == "process"
+    assert properties["image"]["default"] == "/shared/images/echodataflow.sif"
+    assert "exec" in template["job_configuration"]["command"]
+
+
 def test_an_unknown_job_variable_is_refused_with_the_accepted_ones() -> None:
     with pytest.raises(DeployError, match=r"job_variables \['imgae'\].*accepted"):
         infrastructure.pool_spec(Workpool(job_variables={"imgae": "x"}))
