@@ -70,11 +70,14 @@ def _initial_state(job: ChainJob, first_needs: str) -> ChainState:
         # The stage reads an earlier stage's product (e.g. Sv) instead of raw files.
         import xarray as xr  # here: planning imports this module and needs no xarray
 
+        # One file's product fits in memory; loading it also keeps echopype's
+        # gridding off the lazy groupby path, which mis-sized ping_time on stores
+        # read back from zarr (ValueError: conflicting sizes for dimension).
         state.dataset = xr.open_zarr(
             job.sources[0],
             storage_options=storage.for_url(job.sources[0], job.source_options) or None,
             consolidated=False,
-        )
+        ).load()
         state.product = "dataset"
     return state
 
