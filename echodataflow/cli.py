@@ -243,6 +243,7 @@ def _run_with_progress(
 
     from echodataflow.deployment import flow as stage_flows
     from echodataflow.deployment.service import edf_service
+    from echodataflow.logs import quiet_console_failures
 
     progress = Progress(
         "[progress.description]{task.description}",
@@ -263,6 +264,7 @@ def _run_with_progress(
     if not verbose:
         for name in ("prefect", "distributed"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_console_failures()
     stage_flows.START_LISTENERS.append(started)
     stage_flows.DONE_LISTENERS.append(done)
     try:

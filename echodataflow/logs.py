@@ -112,3 +112,50 @@ def replay(lines: list[LogLine]) -> None:
         logging.getLogger(line.name).log(
             line.levelno, "[dask worker %d] %s", line.pid, line.message
         )
+
+
+class ExpectedFailureFilter(logging.Filter):
+    """Keep tracebacks of per-file step failures out of console output.
+
+    A :class:`~echodataflow.exceptions.StepError` is an expected outcome: the run
+    summary, the ledger and the run log already name the raw file and the reason,
+    so the Dask worker's "Compute Failed" dump is dropped and other records keep
+    their message but lose the traceback. Any other error keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Drop or trim the record of an expected per-file failure."""
+        if str(record.msg).startswith("Compute Failed"):
+            return not any("StepError" in str(arg) for arg in record.args or ())
+        exc = record.exc_info[1] if record.exc_info else None
+        from echodataflow.exceptions import StepError
+
+        if isinstance(exc, StepError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_worker_failures() -> None:
+    """Install :class:`ExpectedFailureFilter` on this Dask worker's logger."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, ExpectedFailureFilter) for f in logger.filters):
+        logger.addFilter(ExpectedFailureFilter())
+
+
+def quiet_console_failures() -> None:
+    """Install :class:`ExpectedFailureFilter` on every console handler in use."""
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith(("prefect", "distributed", PACKAGE_LOGGER))
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            is_console = isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            )
+            if is_console and not any(
+                isinstance(f, ExpectedFailureFilter) for f in handler.filters
+            ):
+                handler.addFilter(ExpectedFailureFilter())

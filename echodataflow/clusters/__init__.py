@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from distributed import Client
 
 from echodataflow.clusters import address, local, pbs, slurm
+from echodataflow.logs import quiet_worker_failures
 from echodataflow.models.deployment import Cluster, JobQueueOptions, Workpool
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def open_cluster(cluster: Cluster) -> Iterator[Client]:
     with backend(cluster) as client:
         address = str(client.scheduler_info()["address"])
         log.info("Dask cluster %s ready at %s", cluster.type, address)
+        # Per-file failures are reported by the flow; workers need not dump them.
+        client.register_worker_callbacks(quiet_worker_failures)
         _CLIENTS[address] = client
         try:
             yield client

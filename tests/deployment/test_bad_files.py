@@ -101,11 +101,6 @@ def test_a_run_with_bad_files_exits_1(run: Run):
     assert "crashed" not in run.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Dask worker ('Compute Failed') and Prefect's task-run logger still "
-    "print a traceback per bad file; the summary itself is one line per file",
-)
 def test_a_bad_raw_file_costs_no_traceback_in_the_output(run: Run):
     assert "Traceback" not in run.output
 
