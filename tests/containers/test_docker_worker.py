@@ -9,8 +9,6 @@ products must equal those of a local run of the same file.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import xarray as xr
 import yaml
+from processes import free_port, stop
 
 pytestmark = [
     pytest.mark.docker,
@@ -35,25 +34,6 @@ FILES = ["Summer2017-D20170615-T214712.raw", "Summer2017-D20170615-T212933.raw"]
 RUN_UID = 1000  # the image's non-root user
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes], interrupts: int) -> None:
-    for _ in range(interrupts):
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                continue
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Prefect server on a free port of 127.0.0.1 (containers share the host net)."""
@@ -61,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-docker-home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -101,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
                 yield {**env, "PREFECT_API_URL": url}
         finally:
-            _stop(process, interrupts=1)
+            stop(process, interrupts=1)
 
 
 def _deployment(root: Path, data: Path, image: str, products: Path) -> Path:
@@ -183,7 +163,7 @@ def docker_run(
             flow_run = run_deployment("edf_service/docker-sv", timeout=900)
             elapsed = time.monotonic() - started
         finally:
-            _stop(worker, interrupts=2)
+            stop(worker, interrupts=2)
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool(POOL)
     return {

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import free_port, stop
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.slow]
 
@@ -33,33 +32,13 @@ GOOD = ["Summer2017-D20170615-T214712.raw", "Summer2017-D20170615-T212933.raw"]
 BAD = "Summer2017-D20170615-T220000.raw"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes], interrupts: int) -> None:
-    """Stop a process we started: SIGINT (twice for a worker), then SIGKILL."""
-    for _ in range(interrupts):
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                continue
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real Prefect server on SQLite, on a free port, with its own PREFECT_HOME."""
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -108,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
             yield env
     finally:
-        _stop(process, interrupts=1)
+        stop(process, interrupts=1)
         log_file.close()
 
 
@@ -333,7 +312,7 @@ def worker(
         try:
             yield log_path
         finally:
-            _stop(process, interrupts=2)
+            stop(process, interrupts=2)
 
 
 @pytest.fixture(scope="module")
@@ -601,7 +580,7 @@ def test_status_shows_services_pools_and_last_runs(
 def test_deploy_without_a_reachable_server_exits_3_with_one_line(
     files: dict[str, Path], server: dict[str, str]
 ) -> None:
-    env = {**server, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"}
+    env = {**server, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
     result = _cli(env, "deploy", str(files["deployment"]))
     assert result.returncode == 3
     assert result.stderr.startswith("error: Prefect API at")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import free_port
 
 # Any key works with moto; a distinctive secret lets tests grep logs for it.
 ACCESS_KEY = "edf-test-access-key"
@@ -111,12 +111,6 @@ class S3Server:
         self.client().create_bucket(Bucket=bucket)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """Start ``moto_server`` on a free port of 127.0.0.1; stop it at the end."""
@@ -125,7 +119,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     )
     if not Path(executable).exists():
         pytest.fail("moto_server not found; install moto[server] (requirements/ci.txt)")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
