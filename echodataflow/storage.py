@@ -108,9 +108,9 @@ def for_url(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """Return ``options`` with echodataflow's defaults for the storage of ``url``.
 
     On S3 that is the retry policy (:data:`S3_RETRIES`) unless the options set
-    ``config_kwargs.retries`` themselves, and no listing cache. Pass the result
-    to any library that opens ``url`` (xarray, echopype, zarr); other URLs get
-    ``options`` unchanged.
+    ``config_kwargs.retries`` themselves, and no listing cache unless anonymous.
+    Pass the result to any library that opens ``url`` (xarray, echopype, zarr);
+    other URLs get ``options`` unchanged.
     """
     if not is_s3(url):
         return options
@@ -118,7 +118,10 @@ def for_url(url: str, options: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("retries", dict(S3_RETRIES))
     # s3fs keeps listings per process; a long-lived worker must see new raw files
     # and other processes' products and records, so listings are never reused.
-    return {"use_listings_cache": False, **options, "config_kwargs": config}
+    # Anonymous access is read-only (public archives): there the listing is kept,
+    # as some stores answer an anonymous HEAD with 403 but list the same sizes.
+    fresh = {} if options.get("anon") else {"use_listings_cache": False}
+    return {**fresh, **options, "config_kwargs": config}
 
 
 def filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
@@ -191,6 +194,22 @@ def _stamp(info: dict[str, Any]) -> str:
     return ""
 
 
+def _info(fs: Any, path: str) -> dict[str, Any]:
+    """Return ``fs.info(path)``, from the folder listing where HEAD is refused.
+
+    Some object stores let anonymous clients list a public bucket but answer 403
+    to a HEAD of an object in it; the listing carries the same size and ETag.
+    """
+    try:
+        return dict(fs.info(path))
+    except PermissionError:
+        parent, name = posixpath.split(path.rstrip("/"))
+        for item in fs.ls(parent, detail=True):
+            if posixpath.basename(str(item["name"]).rstrip("/")) == name:
+                return dict(item)
+        raise
+
+
 def fingerprint(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """Return what identifies a file's content cheaply: size and mtime, or ETag.
 
@@ -205,7 +224,7 @@ def fingerprint(url: str, options: dict[str, Any]) -> dict[str, Any]:
     """
     fs, path = filesystem(url, options)
     try:
-        info = fs.info(path)
+        info = _info(fs, path)
         if info.get("type") != "directory":
             return {"size": info.get("size"), "stamp": _stamp(info)}
         found = fs.find(path, detail=True)
