@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from echodataflow import storage
 from echodataflow.tasklib._signatures import mapping_keys
@@ -128,9 +128,53 @@ def edf_compute_MVBS(state: ChainState, params: dict[str, Any]) -> ChainState:
     import echopype as ep
 
     dataset = _require_dataset(state, "edf_compute_MVBS")
-    state.dataset = ep.commongrid.compute_MVBS(dataset, **params).compute()
+    positions = [name for name in _POSITIONS if name in dataset]
+    # echopype 0.12 averages positions with flox without reindexing, so a time bin
+    # without pings (a gap in a file or between a group's files) gives positions
+    # one bin short of Sv and compute_MVBS fails with "conflicting sizes for
+    # dimension 'ping_time'". Grid Sv without them and average them here.
+    mvbs = ep.commongrid.compute_MVBS(dataset.drop_vars(positions), **params)
+    if positions:
+        mvbs = _with_binned_positions(
+            mvbs,
+            dataset,
+            positions,
+            params.get("ping_time_bin", "20s"),
+            params.get("closed", "left"),
+        )
+    state.dataset = mvbs.compute()
     state.product = "MVBS"
     return state
+
+
+_POSITIONS = ("latitude", "longitude")
+
+
+def _with_binned_positions(
+    mvbs: Any, dataset: Any, positions: list[str], ping_time_bin: str, closed: str
+) -> Any:
+    """Attach the mean position of each MVBS ping-time bin (NaN where empty)."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped]
+
+    starts = mvbs["ping_time"].values
+    width = pd.Timedelta(ping_time_bin).to_timedelta64()
+    times = dataset["ping_time"].values
+    side: Literal["left", "right"] = "right" if closed == "left" else "left"
+    index = np.searchsorted(starts, times, side=side) - 1
+    inside = index >= 0
+    inside[inside] = (
+        times[inside] < starts[index[inside]] + width
+        if closed == "left"
+        else times[inside] <= starts[index[inside]] + width
+    )
+    for name in positions:
+        values = np.asarray(dataset[name].values, dtype=float)
+        means = pd.Series(values[inside]).groupby(index[inside]).mean()
+        binned = np.full(len(starts), np.nan)
+        binned[means.index.to_numpy()] = means.to_numpy()
+        mvbs[name] = (("ping_time",), binned, dataset[name].attrs)
+    return mvbs
 
 
 def edf_compute_NASC(state: ChainState, params: dict[str, Any]) -> ChainState:
