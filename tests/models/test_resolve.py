@@ -66,9 +66,11 @@ def test_mapping_source_paths_keep_their_group_names():
 
 
 def test_url_base_path_keeps_its_scheme():
-    resolved = resolve_deployment(_deployment("raw/*.raw", base_path="s3://bkt/root/"))
-    assert _stage(resolved).source.path == "s3://bkt/root/raw/*.raw"
-    assert _stage(resolved).destination.path == "s3://bkt/root/out/Sv"
+    resolved = resolve_deployment(
+        _deployment("raw/*.raw", base_path="s3://bkt/survey/")
+    )
+    assert _stage(resolved).source.path == "s3://bkt/survey/raw/*.raw"
+    assert _stage(resolved).destination.path == "s3://bkt/survey/out/Sv"
 
 
 def test_relative_paths_are_taken_from_the_yaml_files_folder():
