@@ -49,33 +49,12 @@ def _fail(problems: list[Problem]) -> typer.Exit:
 def _load(
     deployment_file: Path, logging_file: Path | None, check_stages: bool = True
 ) -> tuple[Any, Any]:
-    from echodataflow.models.load import (
-        check_logging_refs,
-        load_deployment,
-        load_logging,
-    )
-    from echodataflow.models.resolve import resolve_deployment
+    from echodataflow.models.load import load_files
 
-    problems: list[Problem] = []
-    deployment = logging_config = None
     try:
-        deployment = load_deployment(deployment_file, check_stages=check_stages)
+        return load_files(deployment_file, logging_file, check_stages=check_stages)
     except ConfigError as err:
-        problems.extend(err.problems)
-    if logging_file is not None:
-        try:
-            logging_config = load_logging(logging_file)
-        except ConfigError as err:
-            problems.extend(err.problems)
-    if deployment is not None and logging_file is not None and logging_config:
-        problems.extend(
-            check_logging_refs(deployment, logging_config, str(deployment_file))
-        )
-    if problems:
-        raise _fail(problems)
-    assert deployment is not None
-    root = str(deployment_file.resolve().parent)
-    return resolve_deployment(deployment, root), logging_config
+        raise _fail(err.problems) from err
 
 
 def _pick(deployment: Any, service: str | None) -> Any:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from echodataflow.exceptions import ConfigError, DeployError, ServerUnreachableError
+from echodataflow.exceptions import DeployError, ServerUnreachableError
 from echodataflow.models.deployment import Deployment, Schedule, Service
 
 if TYPE_CHECKING:
@@ -344,32 +344,9 @@ def load_files(
     ConfigError
         With one located problem per bad key, in either file.
     """
-    from echodataflow.models.load import (
-        check_logging_refs,
-        load_deployment,
-        load_logging,
-    )
-    from echodataflow.models.resolve import resolve_deployment
+    from echodataflow.models.load import load_files as load_validated
 
-    problems = []
-    deployment = logging_config = None
-    try:
-        deployment = load_deployment(deployment_yaml)
-    except ConfigError as err:
-        problems.extend(err.problems)
-    if logging_yaml is not None:
-        try:
-            logging_config = load_logging(logging_yaml)
-        except ConfigError as err:
-            problems.extend(err.problems)
-        if deployment is not None and logging_config is not None:
-            problems.extend(
-                check_logging_refs(deployment, logging_config, str(deployment_yaml))
-            )
-    if problems or deployment is None:
-        raise ConfigError(problems)
-    root = str(Path(deployment_yaml).resolve().parent)
-    resolved = resolve_deployment(deployment, root)
+    resolved, logging_config = load_validated(deployment_yaml, logging_yaml)
     entries: dict[str, dict[str, Any] | None] = {}
     for service in resolved.services:
         handler = service.logging.handler if service.logging else None

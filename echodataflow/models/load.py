@@ -186,3 +186,42 @@ def _lines_of(file: str) -> dict[KeyPath, int]:
         return load_yaml_with_lines(Path(file).read_text(encoding="utf-8"))[1]
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
+
+
+def load_files(
+    deployment_yaml: str | Path,
+    logging_yaml: str | Path | None = None,
+    *,
+    check_stages: bool = True,
+) -> tuple[Deployment, LoggingConfig | None]:
+    """Read, validate and resolve a deployment file and an optional logging file.
+
+    Paths are resolved from the deployment file's folder (see
+    :func:`~echodataflow.models.resolve.resolve_deployment`).
+
+    Raises
+    ------
+    ConfigError
+        With one located problem per bad key, in either file.
+    """
+    from echodataflow.models.resolve import resolve_deployment
+
+    problems: list[Problem] = []
+    deployment = logging_config = None
+    try:
+        deployment = load_deployment(deployment_yaml, check_stages=check_stages)
+    except ConfigError as err:
+        problems.extend(err.problems)
+    if logging_yaml is not None:
+        try:
+            logging_config = load_logging(logging_yaml)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if deployment is not None and logging_config is not None:
+        problems.extend(
+            check_logging_refs(deployment, logging_config, str(deployment_yaml))
+        )
+    if problems or deployment is None:
+        raise ConfigError(problems)
+    root = str(Path(deployment_yaml).resolve().parent)
+    return resolve_deployment(deployment, root), logging_config
