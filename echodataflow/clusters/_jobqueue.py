@@ -23,6 +23,7 @@ from typing import Any
 from distributed import Client
 from tornado.ioloop import PeriodicCallback
 
+from echodataflow.clusters._client import connected
 from echodataflow.exceptions import ClusterError
 from echodataflow.models.deployment import Cluster, JobQueueOptions
 
@@ -224,7 +225,7 @@ def open_jobqueue(cluster: Cluster, system: BatchSystem) -> Iterator[Client]:
         # still counts brings the cluster back to size.
         jobqueue.loop.add_callback(keeper.start)
         log.info("%s job script:\n%s", system.name, jobqueue.job_script())
-        with Client(jobqueue, timeout="30s") as client:
+        with connected(jobqueue) as client:
             yield client
     finally:
         jobqueue.loop.add_callback(keeper.stop)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from distributed import Client
 
+from echodataflow.clusters._client import connected
 from echodataflow.models.deployment import Cluster
 
 
@@ -14,5 +15,5 @@ from echodataflow.models.deployment import Cluster
 def open_address(cluster: Cluster) -> Iterator[Client]:
     """Connect a client to ``cluster.address``; only the client closes on exit."""
     assert cluster.address is not None
-    with Client(cluster.address, timeout="30s") as client:
+    with connected(cluster.address) as client:
         yield client

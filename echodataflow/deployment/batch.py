@@ -82,7 +82,7 @@ class _Batch:
         self.deadline: dict[Future[Any], float] = {}
         self.attempts = [0] * len(jobs)
         self.waiting: list[tuple[float, int]] = []
-        self.ready = as_completed()
+        self.ready = as_completed(loop=self.client.loop)
 
     def submit(self, indices: list[int]) -> None:
         if not indices:
