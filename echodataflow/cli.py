@@ -178,6 +178,7 @@ def run(
     # Prefect reads its settings once, when first imported; loading the deployment
     # imports the stage flows (and Prefect), so the settings go first.
     _embedded_prefect(verbose)
+    server = _start_embedded_server()
     deployment, logging_config = _load(deployment_file, logging_file, False)
     chosen = _pick(deployment, service)
     if not force and _report_up_to_date(deployment_file, chosen):
@@ -191,7 +192,16 @@ def run(
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})
 
-    report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
+    _quiet(verbose)
+    _prestart(chosen, cluster)
+    try:
+        if server is not None:
+            _wait_for(server)
+        report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
+    finally:
+        from echodataflow.clusters import discard_prestarted
+
+        discard_prestarted()
     _print_report(report)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
@@ -215,6 +225,52 @@ def _embedded_prefect(verbose: bool) -> None:
         os.environ.setdefault(key, value)
 
 
+def _start_embedded_server() -> Any:
+    """Start the run's own Prefect server now, unless a Prefect API is configured.
+
+    Prefect reads ``PREFECT_API_URL`` when it is first imported; where it already
+    was (a caller in the same process), Prefect starts its own server as usual.
+    """
+    if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
+        return None
+    from echodataflow.embedded import EmbeddedServer
+
+    server = EmbeddedServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server
+
+
+def _quiet(verbose: bool) -> None:
+    if verbose:
+        return
+    from echodataflow.logs import quiet_console_failures
+
+    for name in ("prefect", "distributed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_console_failures()
+
+
+def _prestart(service: Any, cluster: Any) -> None:
+    """Start the service's cluster while the Prefect server comes up."""
+    from echodataflow.clusters import prestart, with_workpool_image
+    from echodataflow.clusters.local import fork_workers_from_server
+
+    fork_workers_from_server()
+    prestart(with_workpool_image(cluster, service.infrastructure.workpool))
+
+
+def _wait_for(server: Any) -> None:
+    from echodataflow.exceptions import ServerUnreachableError
+
+    timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    try:
+        server.wait_ready(timeout)
+    except ServerUnreachableError as err:
+        errors.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from err
+
+
 def _run_with_progress(
     service: Any, logging_dict: Any, cluster: Any, force: bool, verbose: bool
 ) -> Any:
@@ -222,7 +278,6 @@ def _run_with_progress(
 
     from echodataflow.deployment import flow as stage_flows
     from echodataflow.deployment.service import edf_service
-    from echodataflow.logs import quiet_console_failures
 
     progress = Progress(
         "[progress.description]{task.description}",
@@ -240,10 +295,6 @@ def _run_with_progress(
     def done(stage: str, result: Any) -> None:
         progress.advance(bars[stage])
 
-    if not verbose:
-        for name in ("prefect", "distributed"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        quiet_console_failures()
     stage_flows.START_LISTENERS.append(started)
     stage_flows.DONE_LISTENERS.append(done)
     try:

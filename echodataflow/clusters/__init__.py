@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 from distributed import Client
 
@@ -30,6 +31,8 @@ BACKENDS: dict[str, Backend] = {
 
 
 _CLIENTS: dict[str, Client] = {}
+# Clusters started ahead of the run that will use them, by their configuration.
+_PRESTARTED: dict[str, Future[tuple[ExitStack, Client]]] = {}
 
 
 def client_for(scheduler: str) -> Client:
@@ -66,23 +69,72 @@ def register_backend(name: str, backend: Backend) -> None:
     BACKENDS[name] = backend
 
 
+def _backend(cluster: Cluster) -> Backend:
+    try:
+        return BACKENDS[cluster.type]
+    except KeyError as err:
+        raise ValueError(
+            f"unknown cluster backend {cluster.type!r}; "
+            f"choose one of {sorted(BACKENDS)}"
+        ) from err
+
+
+def _start(cluster: Cluster) -> tuple[ExitStack, Client]:
+    stack = ExitStack()
+    client = stack.enter_context(_backend(cluster)(cluster))
+    return stack, client
+
+
+def prestart(cluster: Cluster) -> None:
+    """Start ``cluster`` in the background, for the next ``open_cluster`` of it.
+
+    A run calls this as early as it knows its cluster, so that worker processes
+    start (and import what they need) while the rest of the run starts. A cluster
+    that is never opened is closed by ``discard_prestarted``.
+    """
+    key = cluster.model_dump_json()
+    if key not in _PRESTARTED:
+        _backend(cluster)
+        starter = ThreadPoolExecutor(1, thread_name_prefix="edf-cluster-start")
+        _PRESTARTED[key] = starter.submit(_start, cluster)
+        starter.shutdown(wait=False)
+
+
+def discard_prestarted() -> None:
+    """Close every prestarted cluster no run has taken."""
+    while _PRESTARTED:
+        _, started = _PRESTARTED.popitem()
+        try:
+            stack, _client = started.result()
+        except Exception:  # noqa: BLE001 - it failed to start: nothing to close
+            continue
+        stack.close()
+
+
+@contextmanager
+def _opened(cluster: Cluster) -> Iterator[Client]:
+    started = _PRESTARTED.pop(cluster.model_dump_json(), None)
+    if started is None:
+        with _backend(cluster)(cluster) as client:
+            yield client
+        return
+    stack, client = started.result()
+    with stack:
+        yield client
+
+
 @contextmanager
 def open_cluster(cluster: Cluster) -> Iterator[Client]:
     """Start (or connect to) the cluster a service asks for; tear it down on exit.
+
+    A cluster ``prestart`` began is taken as it is, once.
 
     Raises
     ------
     ValueError
         When no backend serves ``cluster.type``.
     """
-    try:
-        backend = BACKENDS[cluster.type]
-    except KeyError as err:
-        raise ValueError(
-            f"unknown cluster backend {cluster.type!r}; "
-            f"choose one of {sorted(BACKENDS)}"
-        ) from err
-    with backend(cluster) as client:
+    with _opened(cluster) as client:
         address = str(client.scheduler_info()["address"])
         log.info("Dask cluster %s ready at %s", cluster.type, address)
         # Per-file failures are reported by the flow; workers need not dump them.

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
+from distributed.utils import get_mp_context
 
+from echodataflow.clusters._client import connected
 from echodataflow.models.deployment import Cluster
+
+log = logging.getLogger(__name__)
+
+# Each worker samples its own stack every 10 ms for the dashboard's profile page,
+# which a local cluster does not serve: it cost 15 % of a worker's CPU time on the
+# EK60 sample files (benchmarks/README.md).
+_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+def fork_workers_from_server(preload: tuple[str, ...] = ("echopype",)) -> None:
+    """Start local workers from a fork server that has imported ``preload`` once.
+
+    Spawned workers each import echopype (seconds of CPU apiece) at their first
+    file; forked from a server process that imported it, they start with it. The
+    workers inherit the environment the fork server started with, so only a process
+    whose environment no longer changes should call this: ``echodataflow run`` does.
+    Modules that are not installed are left out.
+    """
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    # Dask sets its own preload list on first use; ours is set after it, and wins.
+    get_mp_context()
+    found = [name for name in preload if importlib.util.find_spec(name) is not None]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["distributed", *found]
+    )
+    log.debug("local workers fork from a server that imported %s", found)
 
 
 def default_workers() -> int:
@@ -31,13 +63,14 @@ def open_local(cluster: Cluster) -> Iterator[Client]:
         memory_limit=cluster.memory_limit or "auto",
         dashboard_address=None,
         host="127.0.0.1",
+        config=_WORKER_CONFIG,
     )
     try:
         if cluster.adaptive is not None:
             local.adapt(
                 minimum=cluster.adaptive.minimum, maximum=cluster.adaptive.maximum
             )
-        with Client(local) as client:
+        with connected(local) as client:
             yield client
     finally:
         local.close()
