@@ -41,7 +41,7 @@ class Measured:
 
 
 def role(process: psutil.Process, root: int) -> str:
-    """Name what a process of the tree is: run, worker, prefect-server or other."""
+    """Name a process of the tree: run, worker, fork-server, prefect-server, other."""
     if process.pid == root:
         return "run"
     try:
@@ -52,9 +52,12 @@ def role(process: psutil.Process, root: int) -> str:
         return "prefect-server"
     if "resource_tracker" in cmdline:
         return "other"
+    parent = process.ppid()
+    if "forkserver" in cmdline and parent == root:
+        # The server the workers fork from (it imports echopype once for them).
+        return "fork-server"
     if "spawn_main" in cmdline or "forkserver" in cmdline:
         return "worker"
-    parent = process.ppid()
     # A pool worker forked from the run process has the run process's command line.
     if parent == root and "python" in cmdline:
         return "worker"
