@@ -28,6 +28,9 @@ console = Console()
 errors = Console(stderr=True)
 
 EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 1, 2, 3
+# Seconds to wait for the embedded Prefect server; a first start migrates a fresh
+# SQLite database, which can take half a minute on a slow disk.
+SERVER_START_TIMEOUT = 180
 # The run report lists every product up to this many rows, then only failures.
 REPORT_ROWS = 100
 
@@ -183,18 +186,18 @@ def run(
     chosen = _pick(deployment, service)
     if not force and _report_up_to_date(deployment_file, chosen):
         return
-    _check_stage_flows(deployment_file)
-    logging_dict = None
-    if logging_config is not None:
-        handler = chosen.logging.handler if chosen.logging else None
-        logging_dict = logging_config.for_service(handler)
     cluster = chosen.infrastructure.cluster
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})
 
-    _quiet(verbose)
-    _prestart(chosen, cluster)
+    # The cluster starts while the stage flows are checked and the server comes up.
+    _prestart(chosen, cluster, verbose)
     try:
+        _check_stage_flows(deployment_file)
+        logging_dict = None
+        if logging_config is not None:
+            handler = chosen.logging.handler if chosen.logging else None
+            logging_dict = logging_config.for_service(handler)
         if server is not None:
             _wait_for(server)
         report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
@@ -216,8 +219,7 @@ def _embedded_prefect(verbose: bool) -> None:
     """Set up Prefect's embedded server; runs before Prefect is imported."""
     defaults = {
         "PREFECT_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
-        # A first start migrates a fresh SQLite database: it can take half a minute.
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(SERVER_START_TIMEOUT),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
@@ -251,11 +253,13 @@ def _quiet(verbose: bool) -> None:
     quiet_console_failures()
 
 
-def _prestart(service: Any, cluster: Any) -> None:
+def _prestart(service: Any, cluster: Any, verbose: bool) -> None:
     """Start the service's cluster while the Prefect server comes up."""
     from echodataflow.clusters import prestart, with_workpool_image
     from echodataflow.clusters.local import fork_workers_from_server
 
+    # After the import: Dask sets its loggers' levels when it is first imported.
+    _quiet(verbose)
     fork_workers_from_server()
     prestart(with_workpool_image(cluster, service.infrastructure.workpool))
 
@@ -263,7 +267,10 @@ def _prestart(service: Any, cluster: Any) -> None:
 def _wait_for(server: Any) -> None:
     from echodataflow.exceptions import ServerUnreachableError
 
-    timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    try:
+        timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+    except ValueError:
+        timeout = SERVER_START_TIMEOUT
     try:
         server.wait_ready(timeout)
     except ServerUnreachableError as err:
