@@ -13,9 +13,13 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,10 +79,13 @@ class Bench:
         self.raw = scratch / "raw"
         self.samples: dict[str, Path] = {}
 
-    def edf(self, yaml: Path, workers: int, *, force: bool) -> measure.Measured:
+    def edf(
+        self, yaml: Path, workers: int, *, force: bool, api: str | None = None
+    ) -> measure.Measured:
         command = [EDF, "run", str(yaml), "--workers", str(workers)]
+        env = self.env if api is None else {**self.env, "PREFECT_API_URL": api}
         return measure.run(
-            command + (["--force"] if force else []), env=self.env, cwd=self.scratch
+            command + (["--force"] if force else []), env=env, cwd=self.scratch
         )
 
     def yaml(self, name: str, source: Path, *, noop: bool, workers: int) -> Path:
@@ -98,6 +105,46 @@ class Bench:
             f"echopype {mode}",
         )
         return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def served_prefect(scratch: Path) -> Iterator[str]:
+    """A Prefect server left running, as on a lab server; yield its API address.
+
+    With ``PREFECT_API_URL`` set, ``echodataflow run`` starts no server of its own.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(scratch / "prefect-home-served"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    prefect = str(Path(PYTHON).with_name("prefect"))
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("the Prefect server for the served runs did not start")
+        yield api
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def first_worker_on_slurm() -> float | None:
@@ -220,6 +267,19 @@ def real(
                 best[name] = result
     serial, pool, one, many = (best[k] for k in ("serial", "pool", "one", "many"))
     again = checked(bench.edf(yaml_n, n, force=False), "re-run, nothing changed")
+    # Context, not a target: the same run where a Prefect server is already up.
+    with served_prefect(bench.scratch) as api:
+        checked(bench.edf(yaml_n, n, force=True, api=api), "served warm-up")
+        served = min(
+            (
+                checked(
+                    bench.edf(yaml_n, n, force=True, api=api),
+                    f"echodataflow {n} workers, served Prefect",
+                )
+                for _ in range(bench.repeat)
+            ),
+            key=lambda result: result.wall,
+        )
 
     def row(name: str, result: measure.Measured, base: float, note: str) -> None:
         rows.append((name, f"{result.wall / base:.2f}", f"{result.wall:.1f} s", note))
@@ -234,6 +294,14 @@ def real(
             f"{pool.wall / many.wall:.2f}",
             "",
             "higher is better",
+        )
+    )
+    rows.append(
+        (
+            f"echodataflow {n} workers, Prefect server already running / pool",
+            f"{pool.wall / served.wall:.2f}",
+            f"{served.wall:.1f} s",
+            "throughput; PREFECT_API_URL set, as on a lab server",
         )
     )
     row("re-run, nothing changed", again, many.wall, f"ratio to the {n}-worker run")
@@ -263,6 +331,7 @@ def real(
         pool_s=pool.wall,
         edf_1_s=one.wall,
         edf_n_s=many.wall,
+        edf_n_served_s=served.wall,
         rerun_s=again.wall,
         memory={
             "per_file": per_file_memory(serial_json),
@@ -332,7 +401,7 @@ def per_file_memory(serial_json: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_cpu(figures: dict[str, Any]) -> None:
     print("\n### CPU time by process (user + system)\n")
-    print("| run | " + " | ".join(ROLES) + " |")
+    print("| measured run | " + " | ".join(ROLES) + " |")
     print("|---|" + "---|" * len(ROLES))
     for name, roles in figures["cpu"].items():
         print(f"| {name} | " + " | ".join(f"{roles[r]:.1f} s" for r in ROLES) + " |")
