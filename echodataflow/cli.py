@@ -200,7 +200,9 @@ def run(
             logging_dict = logging_config.for_service(handler)
         if server is not None:
             _wait_for(server)
-        report = _run_with_progress(chosen, logging_dict, cluster, force, verbose)
+        report = _run_with_progress(
+            chosen, logging_dict, cluster, force, verbose, server is not None
+        )
     finally:
         from echodataflow.clusters import discard_prestarted
 
@@ -279,8 +281,14 @@ def _wait_for(server: Any) -> None:
 
 
 def _run_with_progress(
-    service: Any, logging_dict: Any, cluster: Any, force: bool, verbose: bool
+    service: Any,
+    logging_dict: Any,
+    cluster: Any,
+    force: bool,
+    verbose: bool,
+    own_server: bool,
 ) -> Any:
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from echodataflow.deployment import flow as stage_flows
@@ -305,7 +313,11 @@ def _run_with_progress(
     stage_flows.START_LISTENERS.append(started)
     stage_flows.DONE_LISTENERS.append(done)
     try:
-        with progress:
+        # Heartbeats tell a server that a run on some other machine is alive; the
+        # run's own server lives and dies with this process. Each flow also waits
+        # up to a second for its heartbeat thread when it ends.
+        quiet = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None} if own_server else {}
+        with progress, temporary_settings(updates=quiet):
             state = edf_service(
                 service, logging_dict, cluster, force, return_state=True
             )
