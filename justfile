@@ -85,3 +85,7 @@ bench *args:
 # Time a full run of the example on the 10 Summer2017 files, then a re-run with nothing to do.
 bench-rerun *args:
     {{bin}}/python benchmarks/rerun.py {{args}}
+
+# Pool against echodataflow at several numbers of files: fixed start-up, cost per file, break-even N.
+bench-scaling *args:
+    {{bin}}/python benchmarks/scaling.py {{args}}
