@@ -1,14 +1,15 @@
-"""Submission at survey scale: many products per Prefect task, one Dask task each.
+"""Submission of a stage's products: many per Prefect task, one Dask task each.
 
-A Prefect task run costs 10-20 ms of the flow process's time (creating it, posting
-its states), which is nothing next to echopype's seconds per file but becomes minutes
-at survey scale (a survey has thousands of raw files). Above
-:data:`PER_FILE_TASKS_UP_TO` products a stage therefore runs one Prefect task per
-batch of products. The batch task submits each product to Dask on its own, so the
-scheduler still balances files over the workers, and hands each product's outcome to
-the flow the moment it finishes, so the flow records every file in the ledger and the
-report (and advances the progress bar) as before. Retries and the timeout of
-``prefect_config`` apply to each file, not to the batch.
+A Prefect task run costs about 50 ms of CPU, split between the flow process
+(creating it, sending its state changes) and the Prefect server (recording them).
+That is a fifth of echopype's time on a small EK60 file, and 15-40 minutes over a
+survey of thousands of raw files. A stage therefore runs one Prefect task per batch
+of up to :data:`BATCH_SIZE` products (unless ``prefect_config.task_per_file``). The
+batch task submits each product to Dask on its own, so the scheduler still balances
+files over the workers, and hands each product's outcome to the flow the moment it
+finishes, so the flow records every file in the ledger and the report (and advances
+the progress bar) as it finishes. Retries and the timeout of ``prefect_config``
+apply to each file, not to the batch.
 """
 
 from __future__ import annotations
@@ -32,11 +33,8 @@ from echodataflow.tasklib.runner import ChainJob, ChainOutcome, run_chain
 
 log = logging.getLogger(__name__)
 
-PER_FILE_TASKS_UP_TO = 200
-"""Up to this many products a stage runs one Prefect task per product."""
-
 BATCH_SIZE = 250
-"""Products per Prefect task above :data:`PER_FILE_TASKS_UP_TO`."""
+"""Products per Prefect task."""
 
 # How often a batch with retries or timeouts pending looks at its clock (seconds).
 _POLL = 0.05
@@ -208,6 +206,8 @@ def process_batch(
 
 def _batch_name(jobs: list[ChainJob]) -> str:
     first, last = (posixpath.basename(j.product_url) for j in (jobs[0], jobs[-1]))
+    if len(jobs) == 1:
+        return f"{first} (1 product)"
     return f"{first} .. {last} ({len(jobs)} products)"
 
 

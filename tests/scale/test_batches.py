@@ -1,8 +1,9 @@
 """Many products per Prefect task: every file still gets its own result and record.
 
 A real ``edf_service`` run (embedded Prefect, a local Dask cluster) of the no-op
-step over empty files named like raw files, with the batching thresholds lowered
-so that a dozen files already go in batches. One file is made to fail.
+step over empty files named like raw files, with the batch size lowered so that ten
+files make three batches. One file is made to fail. A third run asks for one
+Prefect task run per file instead.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ FAILING = "Bench-D20170615-T000500.raw"
 class Runs:
     first: ServiceReport
     second: ServiceReport
+    per_file: ServiceReport
     out: Path
     log: str
-    batch_runs: list[str]
+    task_runs: list[str]
 
 
-def _service(raw: Path, out: Path) -> Service:
+def _service(raw: Path, out: Path, task_per_file: bool = False) -> Service:
     stage: dict[str, Any] = {
         "name": "Sv_flow",
         "tasks": [
@@ -47,7 +49,11 @@ def _service(raw: Path, out: Path) -> Service:
                 "task_params": {"fail_matching": FAILING},
             }
         ],
-        "prefect_config": {"retries": 1, "retry_delay_seconds": 0.1},
+        "prefect_config": {
+            "retries": 1,
+            "retry_delay_seconds": 0.1,
+            "task_per_file": task_per_file,
+        },
         "source": {"path": str(raw / "*.raw")},
         "destination": {"path": str(out)},
     }
@@ -69,12 +75,12 @@ def _run(service: Service) -> ServiceReport:
     return report
 
 
-def _batch_task_runs() -> list[str]:
+def _task_runs() -> list[str]:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(limit=200)
-    return [run.name for run in runs if "products)" in run.name]
+    return [run.name for run in runs if run.name.startswith("Bench-")]
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +94,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     handler = _ListHandler()
     logging.getLogger("echodataflow").addHandler(handler)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(batch, "PER_FILE_TASKS_UP_TO", 3)
         patch.setattr(batch, "BATCH_SIZE", 4)
         try:
             first = _run(service)
             second = _run(service)
         finally:
             logging.getLogger("echodataflow").removeHandler(handler)
+    per_file = _run(_service(raw, root / "per-file", task_per_file=True))
     return Runs(
-        first, second, root / "out", "\n".join(handler.lines), _batch_task_runs()
+        first, second, per_file, root / "out", "\n".join(handler.lines), _task_runs()
     )
 
 
@@ -127,8 +133,9 @@ def test_the_failing_file_is_named_with_its_reason_and_retried_once(runs: Runs):
     assert "edf_noop failed" in failed.reason
     assert "asked to fail" in failed.reason
     retried = [line for line in runs.log.splitlines() if line.startswith("retrying")]
-    assert len(retried) == 1, runs.log
-    assert "Bench-D20170615-T000500_empty.zarr (1 of 1)" in retried[0]
+    # Once in each of the two batched runs.
+    assert len(retried) == 2, runs.log
+    assert all("Bench-D20170615-T000500_empty.zarr (1 of 1)" in r for r in retried)
 
 
 def test_each_file_of_a_batch_is_recorded_in_the_ledger(runs: Runs):
@@ -143,9 +150,9 @@ def test_each_file_of_a_batch_is_recorded_in_the_ledger(runs: Runs):
 
 
 def test_prefect_records_one_task_run_per_batch_not_per_file(runs: Runs):
-    # 10 files in batches of 4, in each of the two runs: the second run remakes
-    # only the failed file, which is below the threshold and gets a task of its own.
-    assert sorted(runs.batch_runs) == sorted(
+    # 10 files in batches of 4; the second run remakes only the failed file.
+    batches = [name for name in runs.task_runs if name.endswith(")")]
+    assert sorted(batches) == sorted(
         [
             "Bench-D20170615-T000000_empty.zarr .. "
             "Bench-D20170615-T000300_empty.zarr (4 products)",
@@ -153,8 +160,18 @@ def test_prefect_records_one_task_run_per_batch_not_per_file(runs: Runs):
             "Bench-D20170615-T000700_empty.zarr (4 products)",
             "Bench-D20170615-T000800_empty.zarr .. "
             "Bench-D20170615-T000900_empty.zarr (2 products)",
+            "Bench-D20170615-T000500_empty.zarr (1 product)",
         ]
     )
+
+
+def test_task_per_file_records_one_task_run_per_product(runs: Runs):
+    per_file = sorted(name for name in runs.task_runs if not name.endswith(")"))
+    # The failing file is retried by Prefect: one task run, two attempts.
+    assert per_file == sorted(name.replace(".raw", "_empty.zarr") for name in FILES)
+    statuses = _statuses(runs.per_file)
+    assert statuses.pop(FAILING.replace(".raw", "_empty.zarr")) == "failed"
+    assert set(statuses.values()) == {"written"}
 
 
 def test_a_rerun_skips_the_batched_products_and_retries_the_failed_one(runs: Runs):
