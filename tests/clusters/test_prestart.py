@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -40,7 +41,7 @@ def test_a_prestarted_cluster_no_run_took_is_closed():
     assert _scheduler(cluster).startswith("tcp://127.0.0.1:")
 
 
-def test_workers_fork_with_echopype_already_imported():
+def test_workers_fork_with_echopype_imported_and_glibc_malloc_defaults():
     # In a process of its own: the start method is a setting of the whole process.
     script = textwrap.dedent(
         """
@@ -57,15 +58,22 @@ def test_workers_fork_with_echopype_already_imported():
                     "distributed.worker.profile.enabled"
                 )
             )
-        print(sorted(loaded.values()), sorted(profiled.values()))
+            trim = client.run(
+                lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_")
+            )
+        print(sorted(loaded.values()), sorted(profiled.values()), list(trim.values()))
         """
     )
+    # Dask's default would set it to 65536 in every worker.
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     done = subprocess.run(
         [sys.executable, "-c", script],
+        env=environ,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[True, True] [False, False]"
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "[True, True] [False, False] [None, None]"
