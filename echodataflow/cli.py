@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,8 +117,6 @@ def plan(
 
 def _plan(deployment_file: Path, service: Any, force: bool) -> Any:
     """Plan every stage of ``service``; bad input exits 2 with one line."""
-    from datetime import UTC, datetime
-
     from echodataflow.deployment.plan import plan_service
     from echodataflow.deployment.report import RunContext
 
@@ -190,8 +190,9 @@ def run(
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})
 
-    # The cluster starts while the stage flows are checked and the server comes up.
-    _prestart(chosen, cluster, verbose)
+    # The cluster starts while the stage flows are checked and the server comes up,
+    # and the first stage's products go to it as soon as it is up.
+    context = _head_start(chosen, _prestart(chosen, cluster, verbose), force)
     try:
         _check_stage_flows(deployment_file)
         logging_dict = None
@@ -201,12 +202,19 @@ def run(
         if server is not None:
             _wait_for(server)
         report = _run_with_progress(
-            chosen, logging_dict, cluster, force, verbose, server is not None
+            chosen, logging_dict, cluster, context, verbose, server is not None
         )
     finally:
         from echodataflow.clusters import discard_prestarted
+        from echodataflow.deployment import head_start
 
+        head_start.release()
         discard_prestarted()
+    if verbose:
+        early = head_start.submitted()
+        errors.print(
+            f"{early} products went to the workers before the stage flow began"
+        )
     _print_report(report)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
@@ -255,15 +263,36 @@ def _quiet(verbose: bool) -> None:
     quiet_console_failures()
 
 
-def _prestart(service: Any, cluster: Any, verbose: bool) -> None:
-    """Start the service's cluster while the Prefect server comes up."""
+def _prestart(service: Any, cluster: Any, verbose: bool) -> Any:
+    """Start the service's cluster while the Prefect server comes up; return it."""
     from echodataflow.clusters import prestart, with_workpool_image
     from echodataflow.clusters.local import fork_workers_from_server
 
     # After the import: Dask sets its loggers' levels when it is first imported.
     _quiet(verbose)
     fork_workers_from_server()
-    prestart(with_workpool_image(cluster, service.infrastructure.workpool))
+    started = with_workpool_image(cluster, service.infrastructure.workpool)
+    prestart(started)
+    return started
+
+
+def _head_start(service: Any, cluster: Any, force: bool) -> Any:
+    """Start submitting the first stage's products; return the run's context.
+
+    The products carry the context's run id, so the stage flow must run with it.
+    """
+    from echodataflow.clusters import prestarted_client
+    from echodataflow.deployment import head_start
+    from echodataflow.deployment.report import RunContext
+
+    context = RunContext(
+        run_id=uuid.uuid4().hex,
+        service=service.name,
+        scheduled=datetime.now(UTC),
+        force=force,
+    )
+    head_start.begin(service, context, lambda: prestarted_client(cluster))
+    return context
 
 
 def _wait_for(server: Any) -> None:
@@ -284,7 +313,7 @@ def _run_with_progress(
     service: Any,
     logging_dict: Any,
     cluster: Any,
-    force: bool,
+    context: Any,
     verbose: bool,
     own_server: bool,
 ) -> Any:
@@ -319,7 +348,12 @@ def _run_with_progress(
         quiet = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None} if own_server else {}
         with progress, temporary_settings(updates=quiet):
             state = edf_service(
-                service, logging_dict, cluster, force, return_state=True
+                service,
+                logging_dict,
+                cluster,
+                context.force,
+                context,
+                return_state=True,
             )
     except (RuntimeError, OSError) as err:
         # With return_state the flow's own errors come back in the state; what

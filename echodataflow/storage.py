@@ -376,11 +376,20 @@ def put_tree(local: str, url: str, options: dict[str, Any]) -> None:
     fs.put(local.rstrip("/") + "/", path, recursive=True)
 
 
-def remove_partials(folder: str, options: dict[str, Any]) -> int:
+def _modified(item: dict[str, Any]) -> float:
+    """Return a listing entry's modification time, 0 where the store gives none."""
+    value = item.get("mtime")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def remove_partials(
+    folder: str, options: dict[str, Any], older_than: float | None = None
+) -> int:
     """Remove stores left half-written by an interrupted run; return how many.
 
     Looks in ``folder`` and in its ledger folder (``.edf-ledger``), whose records
-    are written the same way.
+    are written the same way. With ``older_than`` (a POSIX time), partial stores
+    modified since are kept: the current run may be writing them.
     """
     fs, path = filesystem(folder, options)
     if not fs.exists(path):
@@ -390,9 +399,10 @@ def remove_partials(folder: str, options: dict[str, Any]) -> int:
         if where != path and not fs.exists(where):
             continue
         partials.extend(
-            p
-            for p in fs.ls(where, detail=False)
-            if PARTIAL_MARK in posixpath.basename(p.rstrip("/"))
+            item["name"]
+            for item in fs.ls(where, detail=True)
+            if PARTIAL_MARK in posixpath.basename(item["name"].rstrip("/"))
+            and (older_than is None or _modified(item) < older_than)
         )
     for partial in partials:
         fs.rm(partial, recursive=True)

@@ -100,6 +100,22 @@ def prestart(cluster: Cluster) -> None:
         starter.shutdown(wait=False)
 
 
+def prestarted_client(cluster: Cluster) -> Client | None:
+    """Wait for the prestarted ``cluster`` and return its client, without taking it.
+
+    Returns None when ``cluster`` was not prestarted or failed to start (the run
+    reports that when it opens the cluster).
+    """
+    started = _PRESTARTED.get(cluster.model_dump_json())
+    if started is None:
+        return None
+    try:
+        _stack, client = started.result()
+    except Exception:  # noqa: BLE001 - open_cluster raises it again, in the run
+        return None
+    return client
+
+
 def discard_prestarted() -> None:
     """Close every prestarted cluster no run has taken."""
     while _PRESTARTED:

@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from echodataflow import ledger, storage
 from echodataflow.clusters import client_for
-from echodataflow.deployment import batch
+from echodataflow.deployment import batch, head_start
 from echodataflow.deployment.plan import (
     PlannedJob,
     plan_stage,
@@ -92,7 +92,10 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
     logger = get_run_logger()
     report = StageReport(stage=stage.name, destination=stage.destination.path)
     dest_options = storage.resolve_storage_options(stage.destination.storage_options)
-    removed = storage.remove_partials(stage.destination.path, dest_options)
+    # Stores begun since the run started are its own (head_start.py), not debris.
+    removed = storage.remove_partials(
+        stage.destination.path, dest_options, context.started.timestamp()
+    )
     if removed:
         logger.warning("removed %d half-written stores of an interrupted run", removed)
     planned, report.left_out = plan_stage(stage, context)
@@ -100,6 +103,7 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
         logger.warning("left out %s: %s", path, reason)
 
     todo = [p for p in planned if p.decision.run]
+    head_start.claim(p.job for p in todo)
     for p in planned:
         if not p.decision.run:
             result = ProductResult(

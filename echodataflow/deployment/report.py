@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,11 @@ class RunContext(BaseModel):
     service: str
     scheduled: datetime
     force: bool = False
+    started: datetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When the run began: half-written stores older than this are "
+        "left over from an interrupted run.",
+    )
 
 
 class ProductResult(BaseModel):

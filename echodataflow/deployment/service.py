@@ -36,6 +36,7 @@ def edf_service(
     logging_dict: dict[str, Any] | None = None,
     cluster: Cluster | None = None,
     force: bool = False,
+    context: RunContext | None = None,
 ) -> State:
     """Run every stage of ``service`` in order on its Dask cluster.
 
@@ -49,6 +50,10 @@ def edf_service(
         Overrides ``service.infrastructure.cluster``.
     force
         Remake every product, up to date or not.
+    context
+        The run's id, time and ``force``, where the caller made them before the
+        flow began (``echodataflow run`` submits products ahead of it under that
+        run id); by default the run id is the flow run's.
     """
     apply_logging(logging_dict)
     forward_to_run(deployed=deployment.id is not None)
@@ -56,12 +61,13 @@ def edf_service(
     # Parameters can be edited by whoever starts a run: refuse unregistered code
     # before anything is imported or started.
     require_registered(service.stages)
-    context = RunContext(
-        run_id=str(flow_run.id or "local"),
-        service=service.name,
-        scheduled=_scheduled(),
-        force=force,
-    )
+    if context is None:
+        context = RunContext(
+            run_id=str(flow_run.id or "local"),
+            service=service.name,
+            scheduled=_scheduled(),
+            force=force,
+        )
     report = ServiceReport(service=service.name, run_id=context.run_id)
     workpool = service.infrastructure.workpool
     service_cluster = with_workpool_image(

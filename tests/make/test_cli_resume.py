@@ -24,7 +24,12 @@ from echodataflow import ledger, storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-FILES = [*SMALL, "Summer2017-D20170615-T214734.raw"]
+ORIGINALS = [*SMALL, "Summer2017-D20170615-T214734.raw"]
+# Copies under other names: enough files that the flow records some products while
+# the worker still writes others, although the products it submits ahead of the
+# flow (deployment/head_start.py) are made before the flow records any.
+COPIES = 10
+FILES = [f"copy{i}-{name}" for i in range(COPIES) for name in ORIGINALS]
 # Attributes that record when a product was made, not what it holds.
 _WHEN = ("edf_run_id", "processing_time", "history")
 
@@ -103,7 +108,8 @@ def test_a_run_killed_while_writing_resumes_and_redoes_only_unfinished_files(
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in FILES:
-        shutil.copy(shared_data / "raw" / "ek60" / name, raw / name)
+        original = name.split("-", 1)[1]
+        shutil.copy(shared_data / "raw" / "ek60" / original, raw / name)
     out = tmp_path / "out"
     sv = out / "Sv"
     deployment = _deployment(tmp_path, raw, out)
