@@ -408,23 +408,27 @@ def print_cpu(figures: dict[str, Any]) -> None:
 
 
 def print_steady_state(figures: dict[str, Any]) -> None:
-    """Per file once running: the run minus the no-op run's fixed start-up cost.
+    """Where the CPU goes: per file in the workers, and outside them per run.
 
-    Context for the targets, which are on whole runs: it shows how much of a
-    miss is the fixed start-up (Prefect server, Dask workers) and how much is per
-    file. The pool's start-up (importing echopype, forking) is left in its time.
+    Context for the targets, which are on whole runs. The split does not depend
+    on how start-up and work overlap (a run hands files to its workers before
+    its Prefect server is up), so it separates what each file costs from what a
+    run costs once, better than subtracting a start-up time would.
     """
-    files, startup = figures["files"], figures["noop_few_s"]
-    pool = figures["pool_s"] / files
-    print("\n### After start-up\n")
-    print(f"Fixed start-up of a run (the no-op run of 10 files): {startup:.1f} s.\n")
-    print("| run | seconds per file after start-up | throughput vs pool |")
-    print("|---|---|---|")
-    print(f"| echopype pool (start-up included) | {pool:.3f} | 1.00 |")
-    runs = {"edf_1_s": "1 worker", "edf_n_s": f"{figures['cores']} workers"}
-    for key, workers in runs.items():
-        per_file = (figures[key] - startup) / files
-        print(f"| echodataflow, {workers} | {per_file:.3f} | {pool / per_file:.2f} |")
+    files = figures["files"]
+    print("\n### CPU per file and per run\n")
+    print("| measured run | worker CPU per file | vs pool | CPU outside the workers |")
+    print("|---|---|---|---|")
+    pool = figures["cpu"]["echopype pool"]["worker"] / files
+    for name, roles in figures["cpu"].items():
+        if name == "echopype serial":
+            continue
+        per_file = roles["worker"] / files
+        outside = sum(seconds for role, seconds in roles.items() if role != "worker")
+        print(
+            f"| {name} | {per_file * 1000:.0f} ms | {per_file / pool:.2f} "
+            f"| {outside:.1f} s |"
+        )
 
 
 def print_memory(figures: dict[str, Any]) -> None:

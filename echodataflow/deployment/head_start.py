@@ -17,6 +17,7 @@ is not taken as up to date, and the next run remakes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -127,5 +128,8 @@ def _cancel(futures: list[Future[Any]]) -> int:
     """Cancel the futures that have not finished; return how many."""
     running = [future for future in futures if not future.done()]
     for future in running:
-        future.cancel()
+        # After a failed run the client may be closed already; its tasks went with
+        # its cluster.
+        with contextlib.suppress(Exception):
+            future.cancel()
     return len(running)
