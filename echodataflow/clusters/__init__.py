@@ -82,6 +82,13 @@ def _backend(cluster: Cluster) -> Backend:
 def _start(cluster: Cluster) -> tuple[ExitStack, Client]:
     stack = ExitStack()
     client = stack.enter_context(_backend(cluster)(cluster))
+    # Per-file failures are reported by the flow; workers need not dump them. Set
+    # up as the cluster starts: a run may hand it files before opening it.
+    try:
+        client.register_worker_callbacks(quiet_worker_failures)
+    except BaseException:
+        stack.close()
+        raise
     return stack, client
 
 
@@ -130,11 +137,7 @@ def discard_prestarted() -> None:
 @contextmanager
 def _opened(cluster: Cluster) -> Iterator[Client]:
     started = _PRESTARTED.pop(cluster.model_dump_json(), None)
-    if started is None:
-        with _backend(cluster)(cluster) as client:
-            yield client
-        return
-    stack, client = started.result()
+    stack, client = _start(cluster) if started is None else started.result()
     with stack:
         yield client
 
@@ -153,8 +156,6 @@ def open_cluster(cluster: Cluster) -> Iterator[Client]:
     with _opened(cluster) as client:
         address = str(client.scheduler_info()["address"])
         log.info("Dask cluster %s ready at %s", cluster.type, address)
-        # Per-file failures are reported by the flow; workers need not dump them.
-        client.register_worker_callbacks(quiet_worker_failures)
         _CLIENTS[address] = client
         try:
             yield client
