@@ -147,8 +147,11 @@ def served_prefect(scratch: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def first_worker_on_slurm() -> float | None:
-    """Seconds from opening a SLURM cluster to its first connected worker, or None."""
+def first_worker_on_slurm(scratch: Path) -> float | None:
+    """Seconds from opening a SLURM cluster to its first connected worker, or None.
+
+    The worker job's output goes to ``scratch``, not to the current folder.
+    """
     try:
         answered = subprocess.run(
             ["sinfo", "-h"], capture_output=True, timeout=10, check=False
@@ -158,13 +161,17 @@ def first_worker_on_slurm() -> float | None:
     if answered.returncode != 0:
         return None
     from echodataflow.clusters import BACKENDS, open_cluster
-    from echodataflow.models.deployment import Cluster
+    from echodataflow.models.deployment import Cluster, JobQueueOptions
 
     if "slurm" not in BACKENDS:
         log("sinfo answers but no slurm cluster backend is registered")
         return None
     started = time.perf_counter()
-    with open_cluster(Cluster(type="slurm", workers=1)) as client:
+    logs = scratch / "slurm-logs"
+    cluster = Cluster(
+        type="slurm", workers=1, jobqueue=JobQueueOptions(log_directory=str(logs))
+    )
+    with open_cluster(cluster) as client:
         client.wait_for_workers(1, timeout=300)
         return time.perf_counter() - started
 
@@ -202,7 +209,7 @@ def main() -> None:
     if not args.skip_real:
         real(bench, n, rows, targets, figures)
     survey(bench, n, rows, targets, figures)
-    slurm = first_worker_on_slurm()
+    slurm = first_worker_on_slurm(bench.scratch)
     figures["slurm_first_worker_s"] = slurm
     rows.append(
         (

@@ -100,7 +100,7 @@ def plan(
     """
     deployment, _ = _load(deployment_file, None, check_stages=False)
     chosen = _pick(deployment, service)
-    plans = _plan(deployment_file, chosen, force)
+    plans = _plan(deployment_file, chosen, _context(chosen, force, run_id="plan"))
     table = Table("stage", "product", "action", "why")
     for stage_plan in plans:
         name = stage_plan.stage.name
@@ -115,21 +115,29 @@ def plan(
     console.print(f"{runs} to make, {total - runs} up to date", highlight=False)
 
 
-def _plan(deployment_file: Path, service: Any, force: bool) -> Any:
-    """Plan every stage of ``service``; bad input exits 2 with one line."""
-    from echodataflow.deployment.plan import plan_service
+def _context(service: Any, force: bool, run_id: str | None = None) -> Any:
+    """Return the context of a run (or plan) of ``service`` starting now."""
     from echodataflow.deployment.report import RunContext
 
-    context = RunContext(
-        run_id="plan", service=service.name, scheduled=datetime.now(UTC), force=force
+    return RunContext(
+        run_id=run_id or uuid.uuid4().hex,
+        service=service.name,
+        scheduled=datetime.now(UTC),
+        force=force,
     )
+
+
+def _plan(deployment_file: Path, service: Any, context: Any) -> Any:
+    """Plan every stage of ``service``; bad input exits 2 with one line."""
+    from echodataflow.deployment.plan import plan_service
+
     try:
         return plan_service(service, context)
     except (EchodataflowError, OSError) as err:
         raise _fail([Problem(str(deployment_file), None, "", str(err))]) from err
 
 
-def _report_up_to_date(deployment_file: Path, service: Any) -> bool:
+def _report_up_to_date(service: Any, plans: Any) -> bool:
     """Print the report of a run with nothing to make, if that is the case.
 
     Planning first costs about a second and spares an up-to-date run the start of
@@ -141,7 +149,6 @@ def _report_up_to_date(deployment_file: Path, service: Any) -> bool:
         StageReport,
     )
 
-    plans = _plan(deployment_file, service, force=False)
     if any(stage_plan.to_run for stage_plan in plans):
         return False
     report = ServiceReport(service=service.name, run_id="none")
@@ -184,15 +191,22 @@ def run(
     server = _start_embedded_server()
     deployment, logging_config = _load(deployment_file, logging_file, False)
     chosen = _pick(deployment, service)
-    if not force and _report_up_to_date(deployment_file, chosen):
-        return
+    # The products of the run carry its id: the plan, the products handed to the
+    # workers ahead of the flow and the flow itself share this context.
+    context = _context(chosen, force)
+    first_stage = None
+    if not force:
+        plans = _plan(deployment_file, chosen, context)
+        if _report_up_to_date(chosen, plans):
+            return
+        first_stage = [p.job for p in plans[0].to_run]
     cluster = chosen.infrastructure.cluster
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})
 
     # The cluster starts while the stage flows are checked and the server comes up,
     # and the first stage's products go to it as soon as it is up.
-    context = _head_start(chosen, _prestart(chosen, cluster, verbose), force)
+    _head_start(chosen, context, _prestart(chosen, cluster, verbose), first_stage)
     try:
         _check_stage_flows(deployment_file)
         logging_dict = None
@@ -276,23 +290,12 @@ def _prestart(service: Any, cluster: Any, verbose: bool) -> Any:
     return started
 
 
-def _head_start(service: Any, cluster: Any, force: bool) -> Any:
-    """Start submitting the first stage's products; return the run's context.
-
-    The products carry the context's run id, so the stage flow must run with it.
-    """
+def _head_start(service: Any, context: Any, cluster: Any, jobs: Any) -> None:
+    """Hand the first stage's products (planned here if None) to ``cluster``."""
     from echodataflow.clusters import prestarted_client
     from echodataflow.deployment import head_start
-    from echodataflow.deployment.report import RunContext
 
-    context = RunContext(
-        run_id=uuid.uuid4().hex,
-        service=service.name,
-        scheduled=datetime.now(UTC),
-        force=force,
-    )
-    head_start.begin(service, context, lambda: prestarted_client(cluster))
-    return context
+    head_start.begin(service, context, lambda: prestarted_client(cluster), jobs)
 
 
 def _wait_for(server: Any) -> None:

@@ -27,7 +27,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from echodataflow.clusters import client_for
-from echodataflow.deployment.head_start import job_key
 from echodataflow.logs import replay
 from echodataflow.models.deployment import PrefectConfig
 from echodataflow.tasklib.runner import ChainJob, ChainOutcome, run_chain
@@ -88,20 +87,19 @@ class _Batch:
             return
         # A job submitted ahead of the flow (head_start.py) has a task under the
         # same key already: take it rather than start a second one.
-        keys = [job_key(self.jobs[i], self.attempts[i]) for i in indices]
-        known = {k for k in keys if k in self.client.futures}
-        new = [(i, k) for i, k in zip(indices, keys, strict=True) if k not in known]
-        made = (
-            self.client.map(
-                run_chain, [self.jobs[i] for i, _ in new], key=[k for _, k in new]
-            )
-            if new
-            else []
+        keys = [self.jobs[i].dask_key(self.attempts[i]) for i in indices]
+        fresh = [
+            (i, k)
+            for i, k in zip(indices, keys, strict=True)
+            if k not in self.client.futures
+        ]
+        # Held until the futures below hold the keys: a key no future holds is
+        # released on the scheduler.
+        made = self.client.map(
+            run_chain, [self.jobs[i] for i, _ in fresh], key=[k for _, k in fresh]
         )
-        by_key: dict[str, Future[Any]] = dict(
-            zip([k for _, k in new], made, strict=True)
-        )
-        futures = [by_key.get(k) or Future(k, self.client) for k in keys]
+        futures: list[Future[Any]] = [Future(k, self.client) for k in keys]
+        del made
         now = time.monotonic()
         ahead = len(self.index)
         for rank, (i, future) in enumerate(zip(indices, futures, strict=True)):

@@ -4,7 +4,7 @@
 CPU to import its application; the local Dask workers are ready before it. While the
 server comes up, :func:`begin` plans the first stage in a thread of the run process
 and hands its products to the cluster that ``clusters.prestart`` started. Each one
-is submitted under :func:`job_key`, a Dask key made from the job itself. When the
+is submitted under ``ChainJob.dask_key``, a Dask key made from the job itself. When the
 stage flow submits its products (``batch.py``), a job it planned the same way has
 the same key and gets the task already running or finished, not a second one. The
 flow still plans, records, reports, retries and times out every product as usual.
@@ -18,10 +18,7 @@ is not taken as up to date, and the next run remakes it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import posixpath
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -39,37 +36,27 @@ _LOCK = threading.Lock()
 # Futures submitted ahead of the stage flow, by Dask key; holding them keeps the
 # tasks alive until the flow takes them.
 _HELD: dict[str, Future[Any]] = {}
-_SUBMITTED: list[int] = []
+_submitted = 0
 
 
-def job_key(job: ChainJob, attempt: int = 0) -> str:
-    """Return the Dask key of one attempt at one job.
-
-    The key covers what the job makes and how (sources, steps, product, attributes,
-    checks), not its storage options, which may hold credentials and are the same
-    for every product of a stage.
-    """
-    content = json.dumps(
-        [job.sources, job.steps, job.product_url, job.attrs, job.checks],
-        sort_keys=True,
-        default=repr,
-    )
-    digest = hashlib.sha256(content.encode()).hexdigest()[:24]
-    name = posixpath.basename(job.product_url.rstrip("/"))
-    return f"edf-{name}-{digest}-{attempt}"
-
-
-def begin(service: Service, context: RunContext, client: Any) -> threading.Thread:
-    """Plan the first stage and submit its products, in a thread; return it.
+def begin(
+    service: Service,
+    context: RunContext,
+    client: Any,
+    jobs: list[ChainJob] | None = None,
+) -> threading.Thread:
+    """Submit the first stage's products, in a thread; return it.
 
     ``client`` is a callable that waits for the run's Dask client (the prestarted
-    cluster's). Nothing is started where the first stage has a cluster of its own
-    or asks for one Prefect task run per product. A failure here costs nothing but
-    the head start: the stage flow plans and submits everything itself.
+    cluster's). ``jobs`` are the first stage's products to make, planned with
+    ``context``; where None, the thread plans them. Nothing is started where the
+    first stage has a cluster of its own or asks for one Prefect task run per
+    product. A failure here costs nothing but the head start: the stage flow plans
+    and submits everything itself.
     """
     thread = threading.Thread(
         target=_submit_first_stage,
-        args=(service, context, client),
+        args=(service, context, client, jobs),
         name="edf-head-start",
         daemon=True,
     )
@@ -77,38 +64,42 @@ def begin(service: Service, context: RunContext, client: Any) -> threading.Threa
     return thread
 
 
-def _submit_first_stage(service: Service, context: RunContext, client: Any) -> None:
+def _submit_first_stage(
+    service: Service, context: RunContext, client: Any, jobs: list[ChainJob] | None
+) -> None:
+    global _submitted
     stage = service.stages[0]
     if stage.cluster is not None or stage.prefect_config.task_per_file:
         return
     try:
-        planned, _ = plan_stage(stage, context)
-        jobs = [p.job for p in planned if p.decision.run]
+        if jobs is None:
+            planned, _ = plan_stage(stage, context)
+            jobs = [p.job for p in planned if p.decision.run]
         if not jobs:
             return
         dask_client: Client | None = client()
         if dask_client is None:
             return
-        keys = [job_key(job) for job in jobs]
+        keys = [job.dask_key() for job in jobs]
         futures = dask_client.map(run_chain, jobs, key=keys)
     except Exception as err:  # noqa: BLE001 - the stage flow will do it all
         log.debug("no head start for %s: %s", stage.name, err)
         return
     with _LOCK:
         _HELD.update(zip(keys, futures, strict=True))
-        _SUBMITTED.append(len(futures))
+        _submitted += len(futures)
     log.info("head start: %d products of %s submitted", len(jobs), stage.name)
 
 
 def submitted() -> int:
     """Return how many products this process has submitted ahead of its flows."""
     with _LOCK:
-        return sum(_SUBMITTED)
+        return _submitted
 
 
 def claim(jobs: Iterable[ChainJob]) -> None:
     """Keep the early tasks of ``jobs`` for the stage flow; cancel every other one."""
-    wanted = {job_key(job) for job in jobs}
+    wanted = {job.dask_key() for job in jobs}
     with _LOCK:
         unwanted = [_HELD.pop(key) for key in list(_HELD) if key not in wanted]
     cancelled = _cancel(unwanted)

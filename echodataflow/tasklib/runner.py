@@ -7,6 +7,7 @@ the flow and the workers: the product goes straight from the worker to storage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,23 @@ class ChainJob:
     destination_options: dict[str, Any] = field(default_factory=dict, repr=False)
     attrs: dict[str, Any] = field(default_factory=dict)
     checks: list[Any] = field(default_factory=list)
+
+    def dask_key(self, attempt: int = 0) -> str:
+        """Return the Dask key of one attempt at this job.
+
+        Equal jobs get equal keys, so a job submitted twice (ahead of its stage
+        flow, then by it) is one Dask task. The key covers what the job makes and
+        how (sources, steps, product, attributes, checks), not its storage options,
+        which may hold credentials and are the same for every product of a stage.
+        """
+        content = json.dumps(
+            [self.sources, self.steps, self.product_url, self.attrs, self.checks],
+            sort_keys=True,
+            default=repr,
+        )
+        digest = hashlib.sha256(content.encode()).hexdigest()[:24]
+        name = posixpath.basename(self.product_url.rstrip("/"))
+        return f"edf-{name}-{digest}-{attempt}"
 
 
 @dataclass(frozen=True)
