@@ -199,7 +199,7 @@ def run(
         plans = _plan(deployment_file, chosen, context)
         if _report_up_to_date(chosen, plans):
             return
-        first_stage = [p.job for p in plans[0].to_run]
+        first_stage = plans[0].planned
     cluster = chosen.infrastructure.cluster
     if workers is not None:
         cluster = cluster.model_copy(update={"type": "local", "workers": workers})

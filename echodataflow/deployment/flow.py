@@ -102,8 +102,7 @@ def Sv_flow(stage: Stage, context: RunContext, scheduler: str) -> StageReport:
     for path, reason in report.left_out.items():
         logger.warning("left out %s: %s", path, reason)
 
-    todo = [p for p in planned if p.decision.run]
-    head_start.claim(p.job for p in todo)
+    todo = head_start.claim([p for p in planned if p.decision.run])
     for p in planned:
         if not p.decision.run:
             result = ProductResult(

@@ -18,17 +18,17 @@ is not taken as up to date, and the next run remakes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 from distributed import Client, Future
 
-from echodataflow.deployment.plan import plan_stage
+from echodataflow.deployment.plan import PlannedJob, plan_stage
 from echodataflow.deployment.report import RunContext
 from echodataflow.models.deployment import Service
-from echodataflow.tasklib.runner import ChainJob, run_chain
+from echodataflow.tasklib.runner import run_chain
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ _LOCK = threading.Lock()
 # Futures submitted ahead of the stage flow, by Dask key; holding them keeps the
 # tasks alive until the flow takes them.
 _HELD: dict[str, Future[Any]] = {}
+# Why each of them was to be made. By the time the flow plans, the product may be
+# written already (without its record), but it is made for the first reason.
+_WHY: dict[str, str] = {}
 _submitted = 0
 
 
@@ -43,20 +46,20 @@ def begin(
     service: Service,
     context: RunContext,
     client: Any,
-    jobs: list[ChainJob] | None = None,
+    planned: list[PlannedJob] | None = None,
 ) -> threading.Thread:
     """Submit the first stage's products, in a thread; return it.
 
     ``client`` is a callable that waits for the run's Dask client (the prestarted
-    cluster's). ``jobs`` are the first stage's products to make, planned with
-    ``context``; where None, the thread plans them. Nothing is started where the
+    cluster's). ``planned`` is the first stage's plan, made with ``context``;
+    where None, the thread plans the stage. Nothing is started where the
     first stage has a cluster of its own or asks for one Prefect task run per
     product. A failure here costs nothing but the head start: the stage flow plans
     and submits everything itself.
     """
     thread = threading.Thread(
         target=_submit_first_stage,
-        args=(service, context, client, jobs),
+        args=(service, context, client, planned),
         name="edf-head-start",
         daemon=True,
     )
@@ -65,30 +68,34 @@ def begin(
 
 
 def _submit_first_stage(
-    service: Service, context: RunContext, client: Any, jobs: list[ChainJob] | None
+    service: Service,
+    context: RunContext,
+    client: Any,
+    planned: list[PlannedJob] | None,
 ) -> None:
     global _submitted
     stage = service.stages[0]
     if stage.cluster is not None or stage.prefect_config.task_per_file:
         return
     try:
-        if jobs is None:
+        if planned is None:
             planned, _ = plan_stage(stage, context)
-            jobs = [p.job for p in planned if p.decision.run]
-        if not jobs:
+        todo = [p for p in planned if p.decision.run]
+        if not todo:
             return
         dask_client: Client | None = client()
         if dask_client is None:
             return
-        keys = [job.dask_key() for job in jobs]
-        futures = dask_client.map(run_chain, jobs, key=keys)
+        keys = [p.job.dask_key() for p in todo]
+        futures = dask_client.map(run_chain, [p.job for p in todo], key=keys)
     except Exception as err:  # noqa: BLE001 - the stage flow will do it all
         log.debug("no head start for %s: %s", stage.name, err)
         return
     with _LOCK:
         _HELD.update(zip(keys, futures, strict=True))
+        _WHY.update(zip(keys, (p.decision.why for p in todo), strict=True))
         _submitted += len(futures)
-    log.info("head start: %d products of %s submitted", len(jobs), stage.name)
+    log.info("head start: %d products of %s submitted", len(todo), stage.name)
 
 
 def submitted() -> int:
@@ -97,14 +104,29 @@ def submitted() -> int:
         return _submitted
 
 
-def claim(jobs: Iterable[ChainJob]) -> None:
-    """Keep the early tasks of ``jobs`` for the stage flow; cancel every other one."""
-    wanted = {job.dask_key() for job in jobs}
+def claim(todo: list[PlannedJob]) -> list[PlannedJob]:
+    """Keep the early tasks of ``todo`` for the stage flow; cancel every other one.
+
+    Returns ``todo`` with each early product's decision as it was when it went to
+    the workers.
+    """
+    keys = [p.job.dask_key() for p in todo]
+    wanted = set(keys)
     with _LOCK:
         unwanted = [_HELD.pop(key) for key in list(_HELD) if key not in wanted]
+        for key in list(_WHY):
+            if key not in wanted:
+                del _WHY[key]
+        why = {key: _WHY[key] for key in keys if key in _WHY}
     cancelled = _cancel(unwanted)
     if cancelled:
         log.info("cancelled %d products submitted ahead of the plan", cancelled)
+    return [
+        dataclasses.replace(p, decision=dataclasses.replace(p.decision, why=why[key]))
+        if key in why
+        else p
+        for p, key in zip(todo, keys, strict=True)
+    ]
 
 
 def release() -> None:
@@ -112,6 +134,7 @@ def release() -> None:
     with _LOCK:
         futures = list(_HELD.values())
         _HELD.clear()
+        _WHY.clear()
     _cancel(futures)
 
 

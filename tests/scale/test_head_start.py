@@ -88,6 +88,10 @@ def test_a_run_takes_the_products_it_submitted_early(tmp_path: Path):
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "12 products went to the workers before the stage flow began" in output
+    # Each product is reported with the reason it was planned with, although
+    # the workers had written it before the flow looked.
+    assert "store without a record" not in output
+    assert output.count("│ new ") == len(FILES)
     # Every file was processed once: the flow took the early tasks over.
     assert _calls(trace) == Counter(FILES)
     records = [
@@ -130,7 +134,8 @@ def test_the_flow_cancels_what_it_did_not_plan_and_reuses_the_rest(
     assert len(client.futures) == len(FILES)
 
     # The flow plans only the first two files (the others changed, say).
-    head_start.claim(jobs[:2])
+    kept = head_start.claim(planned[:2])
+    assert [p.job for p in kept] == jobs[:2]
     address = str(client.scheduler_info()["address"])
     sink = _Sink()
     failed = batch.process_batch.fn(jobs[:2], 0, address, batch.FilePolicy(), sink)
